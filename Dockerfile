@@ -1,0 +1,25 @@
+# One image for the web server (gunicorn) and the worker (rundramatiq).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    STATIC_ROOT=/app/staticfiles
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY manage.py ./
+COPY site_config ./site_config
+COPY batches ./batches
+COPY templates ./templates
+COPY static ./static
+# collectstatic needs a key to import the settings; it is not the one the app runs with.
+RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
+    && useradd --system --uid 10001 --home-dir /app app
+USER app
+
+EXPOSE 8000
+CMD ["gunicorn", "site_config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]

@@ -1,0 +1,90 @@
+"""Job review for operators: read-only, everything a batch did at a glance."""
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from . import selectors
+from .models import Batch, ItemFailure
+
+FAILURES_INLINE = 20
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "operation",
+        "scope_label",
+        "created_by",
+        "status",
+        "progress_percent",
+        "done_count",
+        "failed_count",
+        "total",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "operation", "created_by", "created_at"]
+    search_fields = ["scope_key", "scope_label", "operation", "created_by__username", "=id"]
+    list_select_related = ["created_by"]
+    date_hierarchy = "created_at"
+    fields = [
+        "operation",
+        "scope_key",
+        "scope_label",
+        "params",
+        "status",
+        "created_by",
+        "progress_percent",
+        "total",
+        "done_count",
+        "failed_count",
+        "skipped_count",
+        "error",
+        "created_at",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "failed_items",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="progress")
+    def progress_percent(self, batch: Batch) -> str:
+        return f"{selectors.progress(batch).percent}%"
+
+    @admin.display(description="failed items")
+    def failed_items(self, batch: Batch) -> str:
+        first = selectors.failures(batch)[:FAILURES_INLINE]
+        if not first:
+            return "—"
+        rows = format_html_join("", "<li><code>{}</code>: {}</li>", ((f.item_key, f.error) for f in first))
+        link = reverse("admin:batches_itemfailure_changelist") + f"?batch__id__exact={batch.pk}"
+        return format_html('<ul>{}</ul><a href="{}">All {} failed items</a>', rows, link, batch.failed_count)
+
+
+@admin.register(ItemFailure)
+class ItemFailureAdmin(ReadOnlyAdmin):
+    list_display = ["batch", "item_key", "error", "created_at"]
+    list_filter = ["batch__operation", "created_at"]
+    search_fields = ["item_key", "error", "=batch__id"]
+    list_select_related = ["batch"]
+    raw_id_fields = ["batch"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The batch page links here filtered to its own failures.
+        return lookup == "batch__id__exact" or super().lookup_allowed(lookup, value, request)

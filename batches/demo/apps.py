@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    """The demo domain (events and their tickets) and its operation, kept apart from the engine."""
+
+    name = "batches.demo"
+    label = "demo"
+    verbose_name = "Demo: events and tickets"
+
+    def ready(self) -> None:
+        from . import operations  # noqa: F401 - registers the demo operation

@@ -1,0 +1,29 @@
+from django.db import models
+
+
+class Event(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    starts_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        permissions = [("reissue_tickets", "Can reissue an event's tickets")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Ticket(models.Model):
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="tickets")
+    number = models.PositiveIntegerField(help_text="Seat number within the event, from 1.")
+    holder = models.CharField(max_length=200)
+    code = models.CharField(max_length=32)
+    reissue_count = models.PositiveIntegerField(default=0)
+    reissued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["event", "number"]
+        constraints = [models.UniqueConstraint(fields=["event", "number"], name="one_ticket_per_seat")]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.number}"

@@ -1,0 +1,59 @@
+"""The demo operation: reissue every ticket of an event (a new code, reissue_count + 1)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from batches.operations import ItemContext, Operation, register
+
+from .models import Event, Ticket
+
+
+class SeatCannotBeReissued(Exception):
+    """The demo's deterministic failure, so that failed items can be seen."""
+
+
+@register
+class ReissueTickets(Operation):
+    name = "reissue_tickets"
+    label = "Reissue tickets"
+
+    def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        raw = data.get("event_id")
+        try:
+            event_id = int(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValidationError("Choose an event: event_id must be a whole number.") from None
+        if not Event.objects.filter(pk=event_id).exists():
+            raise ValidationError(f"There is no event {event_id}.")
+        return {"event_id": event_id}
+
+    def scope(self, params: Mapping[str, Any]) -> str:
+        return f"event:{params['event_id']}"
+
+    def scope_label(self, params: Mapping[str, Any]) -> str:
+        return Event.objects.values_list("name", flat=True).get(pk=params["event_id"])
+
+    def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        return user.has_perm("demo.reissue_tickets")
+
+    def items(self, params: Mapping[str, Any]) -> QuerySet[Ticket]:
+        return Ticket.objects.filter(event_id=params["event_id"])
+
+    def handle(self, item: Ticket, ctx: ItemContext) -> None:
+        if settings.DEMO_ITEM_DELAY_MS:
+            time.sleep(settings.DEMO_ITEM_DELAY_MS / 1000)  # stands in for a slow call elsewhere
+        if settings.DEMO_FAIL_EVERY and item.number % settings.DEMO_FAIL_EVERY == 0:
+            raise SeatCannotBeReissued(f"Seat {item.number} is blocked by the venue.")
+        Ticket.objects.filter(pk=item.pk).update(
+            code=secrets.token_hex(8), reissue_count=F("reissue_count") + 1, reissued_at=timezone.now()
+        )

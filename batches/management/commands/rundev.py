@@ -1,0 +1,45 @@
+"""`make run`: migrate, seed the demo, then serve the app with a worker beside it.
+
+With REDIS_URL set, the worker is a separate `rundramatiq` process on the Redis broker (the
+production shape). Without it, a Dramatiq worker runs in this process on the StubBroker.
+"""
+
+import subprocess
+import sys
+
+import dramatiq
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from dramatiq import Worker
+
+
+class Command(BaseCommand):
+    help = "Run the app for local use: migrations, demo data, web server and a Dramatiq worker."
+
+    def add_arguments(self, parser):
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
+        parser.add_argument("--threads", type=int, default=2, help="Worker threads.")
+
+    def handle(self, *args, addrport: str, threads: int, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("seed_demo")
+        database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        if settings.REDIS_URL:
+            worker = subprocess.Popen(
+                [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads)]
+            )
+            self.stdout.write(f"Database: {database}. Broker: Redis; worker process {worker.pid}.")
+            stop = worker.terminate
+        else:
+            import batches.actors  # noqa: F401 - declares the actors on the broker
+
+            worker = Worker(dramatiq.get_broker(), worker_threads=threads)
+            worker.start()
+            self.stdout.write(f"Database: {database}. Broker: in-process stub (set REDIS_URL for Redis).")
+            stop = worker.stop
+        self.stdout.write(f"Open http://{addrport}/ and log in as demo / demo.")
+        try:
+            call_command("runserver", addrport, use_reloader=False)
+        finally:
+            stop()

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class BatchStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    CANCELLING = "cancelling", "Cancelling"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.CANCELLING)
+
+
+class BatchQuerySet(models.QuerySet["Batch"]):
+    def active(self) -> BatchQuerySet:
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+
+class Batch(models.Model):
+    """One run of an operation over the items of one scope; Postgres holds its whole truth."""
+
+    operation = models.CharField(max_length=100, db_index=True)
+    scope_key = models.CharField(max_length=255)
+    scope_label = models.CharField(max_length=255, blank=True)
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    total = models.PositiveIntegerField(null=True, blank=True, help_text="Known once planned.")
+    done_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    pending_chunks = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The last line of the guard: whatever happens above, one active batch per scope.
+            models.UniqueConstraint(
+                fields=["operation", "scope_key"],
+                condition=Q(status__in=ACTIVE_STATUSES),
+                name="one_active_batch_per_scope",
+            ),
+        ]
+        indexes = [models.Index(fields=["operation", "scope_key", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.operation} on {self.scope_label or self.scope_key} (#{self.pk})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def processed(self) -> int:
+        return self.done_count + self.failed_count + self.skipped_count
+
+
+class Chunk(models.Model):
+    """A contiguous key range of a batch's items, run by one message at a time from its cursor."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    after_key = models.BigIntegerField(null=True, blank=True, help_text="Items with key > this …")
+    last_key = models.BigIntegerField(help_text="… and ≤ this belong to the chunk.")
+    size = models.PositiveIntegerField()
+    cursor = models.BigIntegerField(null=True, blank=True, help_text="Last item committed.")
+    done_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="chunk_index_per_batch")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of batch #{self.batch_id}"
+
+
+class ItemFailure(models.Model):
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="failures")
+    item_key = models.CharField(max_length=255)
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "item_key"], name="one_failure_per_item")]
+
+    def __str__(self) -> str:
+        return f"item {self.item_key} of batch #{self.batch_id}"

@@ -1,0 +1,88 @@
+"""The operation registry: how a bulk operation is declared.
+
+@register
+class ReissueTickets(Operation):
+    name = "reissue_tickets"
+    label = "Reissue tickets"
+
+    def clean_params(self, data): ...          # -> dict, or raise ValidationError
+    def scope(self, params): ...               # -> "event:42": one active batch per scope
+    def may_act(self, user, params): ...       # who may start it and see its batches
+    def items(self, params): ...               # -> a queryset; walked in primary-key order
+    def handle(self, item, ctx): ...           # one item; raise to record it as failed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Model, QuerySet
+
+
+class UnknownOperation(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown operation {name!r}. Known: {', '.join(sorted(_registry)) or 'none'}.")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    batch_id: int
+    item_key: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across redeliveries: pass it on to anything outside the database."""
+        return f"{self.batch_id}:{self.item_key}"
+
+
+class Operation:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    # Items per chunk: the unit one message works through, from its cursor, checkpoint by checkpoint.
+    chunk_size: ClassVar[int] = 500
+
+    def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def scope(self, params: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def scope_label(self, params: Mapping[str, Any]) -> str:
+        return self.scope(params)
+
+    def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def items(self, params: Mapping[str, Any]) -> QuerySet[Any]:
+        raise NotImplementedError
+
+    def handle(self, item: Any, ctx: ItemContext) -> None:
+        raise NotImplementedError
+
+    def item_key(self, item: Model) -> str:
+        return str(item.pk)
+
+
+_registry: dict[str, Operation] = {}
+
+
+def register(cls: type[Operation]) -> type[Operation]:
+    if cls.name in _registry and type(_registry[cls.name]) is not cls:
+        raise ValueError(f"Operation {cls.name!r} is registered twice.")
+    _registry[cls.name] = cls()
+    return cls
+
+
+def get_operation(name: str) -> Operation:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownOperation(name) from None
+
+
+def all_operations() -> list[Operation]:
+    return sorted(_registry.values(), key=lambda op: op.name)

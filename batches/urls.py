@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "batches"
+urlpatterns = [
+    path("start/<str:operation>/", views.start, name="start"),
+    path("<int:pk>/", views.batch_detail, name="detail"),
+    path("<int:pk>/progress/", views.batch_progress, name="progress"),
+    path("<int:pk>/failures/", views.batch_failures, name="failures"),
+]

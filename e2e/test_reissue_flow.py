@@ -1,0 +1,92 @@
+"""The whole flow in a real browser: start, live progress, the guard across tabs, reload, no-JS."""
+
+import re
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from batches.models import Batch
+
+from .conftest import log_in
+
+TICKETS = 300
+ITEM_DELAY_MS = "20"  # 300 items at 20 ms: a run of several seconds, several polls
+
+
+@pytest.fixture
+def scenario(live_server, worker_process, make_event, make_user):
+    worker = worker_process(threads=2, DEMO_ITEM_DELAY_MS=ITEM_DELAY_MS, DEMO_FAIL_EVERY="97")
+    event = make_event(tickets=TICKETS, name="Gala")
+    make_user("alice")
+    worker.wait_ready()
+    return {"base": live_server.url, "event_url": f"{live_server.url}/events/{event.pk}/"}
+
+
+def figure(page: Page, name: str) -> int:
+    return int(page.locator(f'[data-figure="{name}"]').inner_text())
+
+
+def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario):
+    page = browser.new_context().new_page()
+    log_in(page, scenario["base"], "alice")
+    page.goto(scenario["event_url"])
+    button = page.get_by_role("button", name="Reissue tickets")
+
+    button.click()
+    expect(button).to_be_disabled()
+    expect(page.locator('[data-figure="done"]')).to_be_visible(timeout=1000)
+    expect(page.locator(".batch-panel")).to_contain_text("Started.")
+
+    first = figure(page, "done")
+    page.wait_for_function(
+        "n => Number(document.querySelector('[data-figure=done]').textContent) > n", arg=first, timeout=5000
+    )
+    expect(page).to_have_title(re.compile(r"^\d+% · Reissue tickets · Gala$"))
+
+    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    panel = page.locator(".batch-panel")
+    expect(panel).to_contain_text(re.compile(r"Finished in \d+s with 3 failed items\."))
+    assert (figure(page, "done"), figure(page, "failed"), figure(page, "total")) == (297, 3, TICKETS)
+    expect(page.locator(".failures")).to_contain_text("Seat 97 is blocked by the venue.")
+    expect(button).to_be_enabled()
+    assert panel.get_attribute("hx-trigger") is None, "polling stops once the batch is finished"
+
+
+def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scenario):
+    context = browser.new_context()
+    first_tab = context.new_page()
+    log_in(first_tab, scenario["base"], "alice")
+    first_tab.goto(scenario["event_url"])
+    second_tab = context.new_page()
+    second_tab.goto(scenario["event_url"])  # opened before the first click: its button is enabled
+
+    first_tab.get_by_role("button", name="Reissue tickets").click()
+    expect(first_tab.locator(".batch-panel")).to_contain_text("Started.")
+    second_tab.get_by_role("button", name="Reissue tickets").click()
+
+    expect(second_tab.locator(".batch-panel")).to_contain_text(
+        re.compile(r"Already running since \d\d:\d\d, started by alice")
+    )
+    batch = Batch.objects.get()
+    expect(second_tab.locator(f'a[href="/batches/{batch.pk}/"]')).to_be_visible()
+
+    first_tab.reload()
+    expect(first_tab.locator(f'.batch-panel[hx-get="/batches/{batch.pk}/progress/"]')).to_be_visible()
+    expect(first_tab.get_by_role("button", name="Reissue tickets")).to_be_disabled()
+    assert Batch.objects.count() == 1
+
+
+def test_without_javascript_the_form_redirects_to_a_page_that_refreshes_until_done(browser: Browser, scenario):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    log_in(page, scenario["base"], "alice")
+    page.goto(scenario["event_url"])
+
+    page.get_by_role("button", name="Reissue tickets").click()
+
+    batch = Batch.objects.get()
+    page.wait_for_url(f"{scenario['base']}/batches/{batch.pk}/")
+    expect(page.locator(".notice").first).to_contain_text("Started.")
+    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    expect(page.locator(".failures")).to_contain_text("Seat 194 is blocked by the venue.")
+    assert (figure(page, "done"), figure(page, "failed")) == (297, 3)

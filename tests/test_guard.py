@@ -1,0 +1,74 @@
+"""The guard: one active batch per (operation, scope), whatever the concurrency."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from batches.models import Batch, BatchStatus
+from batches.services import start_batch
+
+PARALLEL_STARTS = 50
+
+
+def _start_in_own_connection(barrier: threading.Barrier, user, event_id: int) -> tuple[int, bool]:
+    try:
+        barrier.wait()
+        result = start_batch(operation="reissue_tickets", data={"event_id": event_id}, user=user)
+        return result.batch.pk, result.created
+    finally:
+        connection.close()  # each thread has its own connection; give it back
+
+
+@pytest.mark.both_backends
+@pytest.mark.django_db(transaction=True)
+def test_parallel_starts_create_exactly_one_batch_and_every_caller_gets_its_id(make_event, make_user):
+    event = make_event(tickets=3)
+    user = make_user("alice")
+    barrier = threading.Barrier(PARALLEL_STARTS)
+    with ThreadPoolExecutor(max_workers=PARALLEL_STARTS) as pool:
+        futures = [pool.submit(_start_in_own_connection, barrier, user, event.pk) for _ in range(PARALLEL_STARTS)]
+        results = [future.result(timeout=120) for future in futures]
+
+    batch_ids = {batch_id for batch_id, _ in results}
+    assert len(results) == PARALLEL_STARTS
+    assert batch_ids == set(Batch.objects.values_list("pk", flat=True))
+    assert len(batch_ids) == 1
+    assert sum(created for _, created in results) == 1
+
+
+@pytest.mark.both_backends
+@pytest.mark.django_db(transaction=True)
+def test_a_second_start_joins_the_active_batch_and_a_finished_one_frees_the_scope(make_event, make_user):
+    event = make_event(tickets=3)
+    alice, bob = make_user("alice"), make_user("bob")
+
+    first = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice)
+    second = start_batch(operation="reissue_tickets", data={"event_id": str(event.pk)}, user=bob)
+    assert first.created and not second.created
+    assert second.batch.pk == first.batch.pk
+    assert second.batch.created_by == alice
+
+    Batch.objects.filter(pk=first.batch.pk).update(status=BatchStatus.FINISHED)
+    third = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    assert third.created and third.batch.pk != first.batch.pk
+
+
+@pytest.mark.both_backends
+@pytest.mark.django_db(transaction=True)
+def test_other_scopes_are_independent(make_event, make_user):
+    user = make_user("alice")
+    one, two = make_event(tickets=1), make_event(tickets=1)
+    a = start_batch(operation="reissue_tickets", data={"event_id": one.pk}, user=user)
+    b = start_batch(operation="reissue_tickets", data={"event_id": two.pk}, user=user)
+    assert a.created and b.created and a.batch.pk != b.batch.pk
+
+
+@pytest.mark.both_backends
+@pytest.mark.django_db(transaction=True)
+def test_the_database_refuses_a_second_active_batch_even_past_the_service():
+    Batch.objects.create(operation="op", scope_key="s", status=BatchStatus.RUNNING)
+    Batch.objects.create(operation="op", scope_key="s", status=BatchStatus.FINISHED)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Batch.objects.create(operation="op", scope_key="s", status=BatchStatus.QUEUED)

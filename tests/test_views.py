@@ -1,0 +1,160 @@
+"""The web UI over HTTP: start (HTMX and plain forms), the guard's answer, visibility, the poll."""
+
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from batches.models import Batch, BatchStatus, ItemFailure
+
+START_URL = reverse("batches:start", args=["reissue_tickets"])
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def event(make_event):
+    return make_event(tickets=10, name="Gala")
+
+
+@pytest.fixture
+def alice_client(client, make_user):
+    client.force_login(make_user("alice"))
+    return client
+
+
+def test_pages_need_a_login(client, event):
+    for url in ["/", f"/events/{event.pk}/", "/batches/1/", "/batches/1/progress/"]:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert client.post(START_URL, {"event_id": event.pk}).status_code == 302
+    assert not Batch.objects.exists()
+
+
+def test_htmx_start_answers_with_the_first_progress_fragment(alice_client, event):
+    response = alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
+
+    assert response.status_code == 202
+    batch = Batch.objects.get()
+    html = response.content.decode()
+    assert f'hx-get="/batches/{batch.pk}/progress/"' in html
+    assert 'hx-trigger="every 1s' in html
+    assert re.search(r"<button[^>]*disabled", html), "the start button is rendered disabled while active"
+    assert 'data-figure="done">0<' in html
+    assert "Started." in html
+
+
+def test_a_second_htmx_start_shows_the_running_batch_and_who_started_it(alice_client, client, event, make_user):
+    alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
+    colleague = Client()
+    colleague.force_login(make_user("bob"))
+
+    response = colleague.post(START_URL, {"event_id": event.pk}, **HTMX)
+
+    assert response.status_code == 200
+    assert Batch.objects.count() == 1
+    assert re.search(r"Already running since \d\d:\d\d, started by alice", response.content.decode())
+    assert f"/batches/{Batch.objects.get().pk}/progress/" in response.content.decode()
+
+
+def test_plain_form_start_redirects_303_to_the_batch_page_which_refreshes_itself(alice_client, event):
+    response = alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+    assert response.status_code == 303
+    assert response["Location"] == f"/batches/{batch.pk}/"
+
+    page = alice_client.get(response["Location"]).content.decode()
+    assert '<noscript><meta http-equiv="refresh" content="1"></noscript>' in page
+    assert "Started." in page
+
+    again = alice_client.post(START_URL, {"event_id": event.pk}, follow=True)
+    assert again.redirect_chain == [(f"/batches/{batch.pk}/", 303)]
+    assert "Already running since" in again.content.decode()
+    assert Batch.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "Choose an event: event_id must be a whole number."),
+        ({"event_id": "abc"}, "Choose an event: event_id must be a whole number."),
+        ({"event_id": "999999"}, "There is no event 999999."),
+    ],
+)
+def test_bad_input_is_a_400_with_a_message_and_starts_nothing(alice_client, data, message):
+    plain = alice_client.post(START_URL, data)
+    htmx = alice_client.post(START_URL, data, **HTMX)
+    assert plain.status_code == htmx.status_code == 400
+    assert message in plain.content.decode() and message in htmx.content.decode()
+    assert not Batch.objects.exists()
+
+
+def test_unknown_operation_and_get_are_refused(alice_client, event):
+    assert alice_client.post("/batches/start/nope/", {"event_id": event.pk}).status_code == 404
+    assert alice_client.get(START_URL).status_code == 405
+
+
+def test_users_who_may_not_act_get_404_for_starts_and_for_others_batches(client, alice_client, event, make_user):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+    client.force_login(make_user("mallory", may_reissue=False))
+
+    assert client.post(START_URL, {"event_id": event.pk}).status_code == 404
+    for url in [f"/batches/{batch.pk}/", f"/batches/{batch.pk}/progress/", f"/batches/{batch.pk}/failures/"]:
+        assert client.get(url).status_code == 404
+    assert "You may not reissue" in client.get(f"/events/{event.pk}/").content.decode()
+    assert Batch.objects.count() == 1
+
+
+def test_a_colleague_who_may_act_on_the_scope_sees_the_batch_from_the_event_page(alice_client, event, make_user):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+    colleague = Client()
+    colleague.force_login(make_user("bob"))
+    page = colleague.get(f"/events/{event.pk}/").content.decode()
+    assert f'hx-get="/batches/{batch.pk}/progress/"' in page
+    assert colleague.get(f"/batches/{batch.pk}/").status_code == 200
+
+
+def test_the_progress_poll_costs_at_most_three_queries(alice_client, event, django_assert_max_num_queries):
+    alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
+    batch = Batch.objects.get()
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.RUNNING, total=10, done_count=4)
+
+    with django_assert_max_num_queries(3):
+        response = alice_client.get(f"/batches/{batch.pk}/progress/", **HTMX)
+    html = response.content.decode()
+    assert 'data-figure="done">4<' in html and 'data-figure="percent">40%<' in html
+    assert "<title>40% · Reissue tickets · Gala</title>" in html
+
+
+def test_a_finished_batch_stops_polling_and_shows_its_summary(alice_client, event):
+    alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
+    batch = Batch.objects.get()
+    Batch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.FINISHED,
+        total=10,
+        done_count=9,
+        failed_count=1,
+        started_at="2030-01-01T10:00Z",
+        finished_at="2030-01-01T10:01:05Z",
+    )
+    ItemFailure.objects.create(batch=batch, item_key="42", error="SeatCannotBeReissued: Seat 7 is blocked.")
+
+    fragment = alice_client.get(f"/batches/{batch.pk}/progress/", **HTMX).content.decode()
+    assert 'hx-trigger="every' not in fragment
+    assert "Finished in 1m 05s with 1 failed item." in fragment
+    assert f'hx-get="/batches/{batch.pk}/failures/"' in fragment
+    assert not re.search(r"<button[^>]*disabled", fragment)
+
+    failures = alice_client.get(f"/batches/{batch.pk}/failures/", **HTMX).content.decode()
+    assert "Seat 7 is blocked." in failures
+    page = alice_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert "Seat 7 is blocked." in page and 'http-equiv="refresh"' not in page
+
+
+def test_state_changing_requests_need_the_csrf_token(make_user, event):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(make_user("alice"))
+    assert client.post(START_URL, {"event_id": event.pk}, **HTMX).status_code == 403
+    assert not Batch.objects.exists()
