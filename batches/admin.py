@@ -1,12 +1,16 @@
 """Job review for operators: read-only, everything a batch did at a glance."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from . import selectors
+from . import recovery, selectors
 from .models import Batch, ItemFailure
+from .services import cancel_batch, retry_failed
 
 FAILURES_INLINE = 20
 
@@ -24,6 +28,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
+    actions = ["cancel", "retry_failed_items", "resume_stale"]
     list_display = [
         "id",
         "operation",
@@ -62,6 +67,38 @@ class BatchAdmin(ReadOnlyAdmin):
         "failed_items",
     ]
     readonly_fields = fields
+
+    # The actions go through the same services as the web UI, with the same visibility rules.
+    @admin.action(description="Cancel selected batches")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        ended = 0
+        for batch in queryset.active():
+            try:
+                ended += cancel_batch(batch.pk, user=request.user)[1]
+            except Batch.DoesNotExist:
+                continue
+        self.message_user(request, f"Cancelled {ended} batch(es).", messages.SUCCESS)
+
+    @admin.action(description="Retry the failed items of selected batches")
+    def retry_failed_items(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        for batch in queryset:
+            try:
+                result = retry_failed(batch.pk, user=request.user)
+            except (Batch.DoesNotExist, ValidationError) as exc:
+                reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else "not visible to you"
+                self.message_user(request, f"Batch #{batch.pk}: {reason}", messages.WARNING)
+                continue
+            verb = "started" if result.created else "joined the active"
+            self.message_user(request, f"Batch #{batch.pk}: {verb} batch #{result.batch.pk}.", messages.SUCCESS)
+
+    @admin.action(description="Resume selected batches if they are stale")
+    def resume_stale(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        now = timezone.now()
+        stale = queryset.active().filter(lease_expires_at__lt=now)
+        done = [recovery.resume_by_id(batch.pk, now) for batch in stale]
+        skipped = queryset.count() - len(done)
+        summary = ", ".join(f"#{item.batch_id} {item.action}" for item in done if item) or "none"
+        self.message_user(request, f"Recovered: {summary}. Not stale (left alone): {skipped}.", messages.INFO)
 
     @admin.display(description="progress")
     def progress_percent(self, batch: Batch) -> str:

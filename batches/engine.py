@@ -4,34 +4,57 @@ Every checkpoint commits the items' effects, the chunk cursor, the batch counter
 in one transaction, under a lock on the chunk row. A worker that dies mid-checkpoint rolls all of it
 back; whoever picks the chunk up next starts from the committed cursor. So each item's database
 effect happens exactly once, however often a message is delivered.
+
+A checkpoint only commits while its batch is still running: the counters are written by an UPDATE
+conditional on that status, and if a cancel (or a failure threshold) got there first, the whole
+checkpoint rolls back. That keeps the counters exact when a batch ends under a running worker.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .models import Batch, BatchStatus, Chunk, ItemFailure
 from .operations import ItemContext, Operation, get_operation
+from .timeouts import ItemTimedOut, time_limit
 
 logger = logging.getLogger(__name__)
 
 # Items fetched per query inside a checkpoint.
 _PAGE_SIZE = 100
 
+# Set while the worker shuts down (a deploy, SIGTERM): chunks hand over at their next checkpoint
+# instead of running out their message budget, so the worker exits within a checkpoint.
+stopping = threading.Event()
+
 
 class ChunkState(enum.Enum):
     MORE = "more"
     FINISHED = "finished"
     GONE = "gone"
+
+
+def lease_for(op: Operation) -> timedelta:
+    """How long a batch may go without a checkpoint before it counts as stale."""
+    return timedelta(seconds=settings.BATCHES_LEASE_SECONDS + op.item_time_limit)
+
+
+def batch_items(batch: Batch, op: Operation) -> QuerySet[Any]:
+    items = op.items(batch.params)
+    if batch.retry_of_id:
+        items = items.filter(pk__in=ItemFailure.objects.filter(batch_id=batch.retry_of_id).values("item_pk"))
+    return items
 
 
 def plan(batch_id: int) -> list[int]:
@@ -48,11 +71,15 @@ def plan(batch_id: int) -> list[int]:
             _snapshot_chunks(batch, get_operation(batch.operation))
         if batch.status != BatchStatus.RUNNING:
             return []
-        return list(batch.chunks.filter(finished_at__isnull=True).order_by("index").values_list("pk", flat=True))
+        return unfinished_chunk_ids(batch)
+
+
+def unfinished_chunk_ids(batch: Batch) -> list[int]:
+    return list(batch.chunks.filter(finished_at__isnull=True).order_by("index").values_list("pk", flat=True))
 
 
 def _snapshot_chunks(batch: Batch, op: Operation) -> None:
-    keys = op.items(batch.params).order_by("pk").values_list("pk", flat=True)
+    keys = batch_items(batch, op).order_by("pk").values_list("pk", flat=True)
     chunks: list[Chunk] = []
     after = None
     while True:
@@ -66,9 +93,20 @@ def _snapshot_chunks(batch: Batch, op: Operation) -> None:
     batch.total = sum(chunk.size for chunk in chunks)
     batch.pending_chunks = len(chunks)
     batch.started_at = batch.heartbeat_at = now
+    batch.lease_expires_at = now + lease_for(op)
     batch.status = BatchStatus.RUNNING if chunks else BatchStatus.FINISHED
     batch.finished_at = None if chunks else now
-    batch.save(update_fields=["total", "pending_chunks", "started_at", "heartbeat_at", "status", "finished_at"])
+    batch.save(
+        update_fields=[
+            "total",
+            "pending_chunks",
+            "started_at",
+            "heartbeat_at",
+            "lease_expires_at",
+            "status",
+            "finished_at",
+        ]
+    )
 
 
 def run_chunk(chunk_id: int, *, budget_seconds: float | None = None) -> ChunkState:
@@ -77,37 +115,41 @@ def run_chunk(chunk_id: int, *, budget_seconds: float | None = None) -> ChunkSta
     deadline = time.monotonic() + budget
     while True:
         state = run_checkpoint(chunk_id)
-        if state is not ChunkState.MORE or time.monotonic() >= deadline:
+        if state is not ChunkState.MORE or time.monotonic() >= deadline or stopping.is_set():
             return state
 
 
 def run_checkpoint(chunk_id: int, *, clock: Callable[[], float] = time.monotonic) -> ChunkState:
     with transaction.atomic():
         chunk = Chunk.objects.select_for_update(of=("self",)).select_related("batch").filter(pk=chunk_id).first()
-        if chunk is None or chunk.finished_at is not None:
+        if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
             return ChunkState.GONE
         batch = chunk.batch
-        if batch.status != BatchStatus.RUNNING:
-            return ChunkState.GONE
         op = get_operation(batch.operation)
-        ends_at = clock() + settings.BATCHES_CHECKPOINT_SECONDS
-        done, failures, exhausted = _process_items(op, chunk, ends_at, clock)
-        ItemFailure.objects.bulk_create(failures)
-        chunk.done_count += done
-        chunk.failed_count += len(failures)
+        done, failures, exhausted = _process_items(op, chunk, clock() + settings.BATCHES_CHECKPOINT_SECONDS, clock)
         now = timezone.now()
-        counters = {
+        counters: dict[str, Any] = {
             "done_count": F("done_count") + done,
             "failed_count": F("failed_count") + len(failures),
             "heartbeat_at": now,
+            "lease_expires_at": now + lease_for(op),
+            "recoveries": 0,
         }
+        chunk.done_count += done
+        chunk.failed_count += len(failures)
         if exhausted:
             chunk.finished_at = now
             # Items that vanished between planning and running are counted, not lost.
             counters["skipped_count"] = F("skipped_count") + max(0, chunk.size - chunk.done_count - chunk.failed_count)
             counters["pending_chunks"] = F("pending_chunks") - 1
+        if not Batch.objects.filter(pk=batch.pk, status=BatchStatus.RUNNING).update(**counters):
+            # Cancelled or failed while this checkpoint ran: its items count as skipped, so undo them.
+            transaction.set_rollback(True)
+            return ChunkState.GONE
+        ItemFailure.objects.bulk_create(failures)
         chunk.save(update_fields=["cursor", "done_count", "failed_count", "finished_at"])
-        Batch.objects.filter(pk=batch.pk).update(**counters)
+        if failures and op.max_failures is not None:
+            _fail_over_threshold(batch.pk, op.max_failures, now)
         if exhausted:
             _close_if_complete(batch.pk, now)
         return ChunkState.FINISHED if exhausted else ChunkState.MORE
@@ -119,7 +161,7 @@ def _process_items(
     """Handle items after the cursor until time is up; each item in a savepoint of its own."""
     done = 0
     failures: list[ItemFailure] = []
-    items = op.items(chunk.batch.params).filter(pk__lte=chunk.last_key).order_by("pk")
+    items = batch_items(chunk.batch, op).filter(pk__lte=chunk.last_key).order_by("pk")
     while True:
         after = chunk.cursor if chunk.cursor is not None else chunk.after_key
         page = list((items if after is None else items.filter(pk__gt=after))[:_PAGE_SIZE])
@@ -128,16 +170,31 @@ def _process_items(
         for item in page:
             key = op.item_key(item)
             try:
-                with transaction.atomic():
+                with transaction.atomic(), time_limit(op.item_time_limit):
                     op.handle(item, ItemContext(batch_id=chunk.batch_id, item_key=key))
                 done += 1
             except (OperationalError, InterfaceError):
                 raise  # the database is gone: retry the whole checkpoint, don't blame the item
             except Exception as exc:
-                failures.append(ItemFailure(batch_id=chunk.batch_id, item_key=key, error=_describe(exc)))
+                failures.append(
+                    ItemFailure(batch_id=chunk.batch_id, item_key=key, item_pk=item.pk, error=describe(exc))
+                )
             chunk.cursor = item.pk
             if clock() >= ends_at:
                 return done, failures, chunk.cursor == chunk.last_key
+
+
+def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:
+    from .services import end_batch
+
+    over = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, failed_count__gt=max_failures)
+    if over.exists():
+        end_batch(
+            batch_id,
+            BatchStatus.FAILED,
+            error=f"Stopped early: more than {max_failures} items failed (the operation's limit).",
+            now=now,
+        )
 
 
 def _close_if_complete(batch_id: int, now: datetime) -> None:
@@ -149,6 +206,8 @@ def _close_if_complete(batch_id: int, now: datetime) -> None:
         logger.info("Batch %s finished.", batch_id)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ItemTimedOut):
+        return str(exc)
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -8,13 +8,12 @@ from django.db.models import Q
 class BatchStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
-    CANCELLING = "cancelling", "Cancelling"
     FINISHED = "finished", "Finished"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
 
-ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.CANCELLING)
+ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING)
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -39,11 +38,26 @@ class Batch(models.Model):
     failed_count = models.PositiveIntegerField(default=0)
     skipped_count = models.PositiveIntegerField(default=0)
     pending_chunks = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why the batch failed, when it did.")
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The batch whose failed items this one runs again.",
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times the recovery sweep re-enqueued it.")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Without a checkpoint by then, the batch is stale and gets recovered."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     objects = BatchQuerySet.as_manager()
@@ -59,7 +73,10 @@ class Batch(models.Model):
                 name="one_active_batch_per_scope",
             ),
         ]
-        indexes = [models.Index(fields=["operation", "scope_key", "-created_at"])]
+        indexes = [
+            models.Index(fields=["operation", "scope_key", "-created_at"]),
+            models.Index(fields=["lease_expires_at"], condition=Q(status__in=ACTIVE_STATUSES), name="active_lease"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.operation} on {self.scope_label or self.scope_key} (#{self.pk})"
@@ -96,6 +113,7 @@ class Chunk(models.Model):
 class ItemFailure(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="failures")
     item_key = models.CharField(max_length=255)
+    item_pk = models.BigIntegerField(help_text="The item's primary key: what a retry runs again.")
     error = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 

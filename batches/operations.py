@@ -44,6 +44,10 @@ class Operation:
     label: ClassVar[str]
     # Items per chunk: the unit one message works through, from its cursor, checkpoint by checkpoint.
     chunk_size: ClassVar[int] = 500
+    # Seconds one item may take before it is failed as timed out.
+    item_time_limit: ClassVar[float] = 60
+    # Fail the whole batch early once more items than this have failed (None: never).
+    max_failures: ClassVar[int | None] = None
 
     def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

@@ -27,7 +27,7 @@ def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
 
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
     """One query: the batch with who started it, or None when it is missing or not the user's to see."""
-    batch = Batch.objects.select_related("created_by").filter(pk=batch_id).first()
+    batch = Batch.objects.select_related("created_by", "cancelled_by").filter(pk=batch_id).first()
     if batch is None or not may_view(user, batch):
         return None
     return batch
@@ -35,7 +35,7 @@ def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batc
 
 def latest_batch(operation: str, scope_key: str) -> Batch | None:
     """The scope's active batch if there is one, else its most recent."""
-    scoped = Batch.objects.select_related("created_by").filter(operation=operation, scope_key=scope_key)
+    scoped = Batch.objects.select_related("created_by", "cancelled_by").filter(operation=operation, scope_key=scope_key)
     return scoped.active().first() or scoped.first()
 
 

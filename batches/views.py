@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import selectors
 from .models import Batch
 from .operations import Operation, UnknownOperation, get_operation
-from .services import start_batch
+from .services import StartResult, cancel_batch, retry_failed, start_batch
 
 FAILURES_SHOWN = 100
 
@@ -44,10 +44,26 @@ def panel_context(
     }
 
 
-def joined_notice(batch: Batch) -> str:
+def start_notice(result: StartResult) -> str:
+    batch = result.batch
+    if result.created and batch.retry_of_id:
+        return f"Started a retry of the failed items of #{batch.retry_of_id}."
+    if result.created:
+        return "Started."
+    if result.resumed:
+        return f"That run had stopped (its worker went away) at {batch.processed} items; it has been resumed."
     since = timezone.localtime(batch.started_at or batch.created_at).strftime("%H:%M")
     who = batch.created_by.get_username() if batch.created_by else "someone"
     return f"Already running since {since}, started by {who}. Showing that run; no new one was started."
+
+
+def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, status: int = 200) -> HttpResponse:
+    """HTMX: the batch's panel. A plain form: 303 to the batch page, the notice as a message."""
+    if request.htmx:
+        context = panel_context(_operation_of(batch), batch.params, batch, notice=notice)
+        return render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
+    messages.info(request, notice)
+    return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]))
 
 
 @login_required
@@ -66,13 +82,39 @@ def start(request: HttpRequest, operation: str) -> HttpResponse:
             return render(request, PANEL_TEMPLATE, context, status=400)
         return render(request, "batches/bad_request.html", {"message": message}, status=400)
 
-    batch = result.batch
-    notice = "Started." if result.created else joined_notice(batch)
-    if request.htmx:
-        context = panel_context(op, batch.params, batch, notice=notice)
-        return render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=202 if result.created else 200)
-    messages.info(request, notice)
-    return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]))
+    return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
+
+
+@login_required
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the confirmation page (the no-JavaScript path). POST: cancel."""
+    if request.method == "GET":
+        batch = _visible_batch_or_404(request, pk)
+        return render(request, "batches/cancel_confirm.html", {"batch": batch, "op": _operation_of(batch)})
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    try:
+        batch, ended = cancel_batch(pk, user=request.user)
+    except Batch.DoesNotExist:
+        raise Http404("No such batch.") from None
+    notice = "Cancelled. Items not done yet are counted as skipped." if ended else "This batch had already ended."
+    return _answer_with_batch(request, batch, notice)
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        result = retry_failed(pk, user=request.user)
+    except Batch.DoesNotExist:
+        raise Http404("No such batch.") from None
+    except ValidationError as exc:
+        batch = _visible_batch_or_404(request, pk)
+        if request.htmx:
+            context = panel_context(_operation_of(batch), batch.params, batch, error=" ".join(exc.messages))
+            return render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=400)
+        return render(request, "batches/bad_request.html", {"message": " ".join(exc.messages)}, status=400)
+    return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
 
 
 def _visible_batch_or_404(request: HttpRequest, pk: int) -> Batch:

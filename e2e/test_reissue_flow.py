@@ -26,6 +26,14 @@ def figure(page: Page, name: str) -> int:
     return int(page.locator(f'[data-figure="{name}"]').inner_text())
 
 
+def wait_for_more_done(page: Page) -> None:
+    page.wait_for_function(
+        "n => Number(document.querySelector('[data-figure=done]').textContent) > n",
+        arg=figure(page, "done"),
+        timeout=5000,
+    )
+
+
 def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario):
     page = browser.new_context().new_page()
     log_in(page, scenario["base"], "alice")
@@ -37,10 +45,7 @@ def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario)
     expect(page.locator('[data-figure="done"]')).to_be_visible(timeout=1000)
     expect(page.locator(".batch-panel")).to_contain_text("Started.")
 
-    first = figure(page, "done")
-    page.wait_for_function(
-        "n => Number(document.querySelector('[data-figure=done]').textContent) > n", arg=first, timeout=5000
-    )
+    wait_for_more_done(page)
     expect(page).to_have_title(re.compile(r"^\d+% · Reissue tickets · Gala$"))
 
     expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
@@ -90,3 +95,24 @@ def test_without_javascript_the_form_redirects_to_a_page_that_refreshes_until_do
     expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
     expect(page.locator(".failures")).to_contain_text("Seat 194 is blocked by the venue.")
     assert (figure(page, "done"), figure(page, "failed")) == (297, 3)
+
+
+def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenario):
+    page = browser.new_context().new_page()
+    log_in(page, scenario["base"], "alice")
+    page.goto(scenario["event_url"])
+    page.get_by_role("button", name="Reissue tickets").click()
+    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Cancel run").click()
+    wait_for_more_done(page)  # polls went on after the dismissal
+    assert Batch.objects.get().is_active, "a dismissed confirmation cancels nothing"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator(".batch-panel")).to_contain_text("Cancelled. Items not done yet are counted as skipped.")
+    expect(page.get_by_role("button", name="Reissue tickets")).to_be_enabled()
+    batch = Batch.objects.get()
+    assert batch.status == "cancelled" and batch.skipped_count > 0

@@ -130,6 +130,7 @@ _DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    "batches.middleware.WorkerLifecycle",
 ]
 if REDIS_URL:
     DRAMATIQ_BROKER = {
@@ -150,11 +151,19 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 BATCHES_CHECKPOINT_SECONDS = float(os.environ.get("BATCHES_CHECKPOINT_SECONDS", "0.5"))
 # How long one Dramatiq message keeps working on a chunk before handing over to a fresh message.
 BATCHES_MESSAGE_SECONDS = float(os.environ.get("BATCHES_MESSAGE_SECONDS", "60"))
+# A running batch is stale once it has gone this long plus its operation's item time limit
+# without a checkpoint; the recovery sweep then re-enqueues its work.
+BATCHES_LEASE_SECONDS = float(os.environ.get("BATCHES_LEASE_SECONDS", "30"))
+# How often each worker sweeps for stale batches (it also sweeps as it starts).
+BATCHES_SWEEP_SECONDS = float(os.environ.get("BATCHES_SWEEP_SECONDS", "15"))
+# Recoveries in a row without a single checkpoint before a batch is failed as unresumable.
+BATCHES_MAX_RECOVERIES = int(os.environ.get("BATCHES_MAX_RECOVERIES", "8"))
 
 # --- The demo operation ---------------------------------------------------------------------
 DEMO_TICKETS_PER_EVENT = int(os.environ.get("DEMO_TICKETS_PER_EVENT", "2000"))
 DEMO_ITEM_DELAY_MS = int(os.environ.get("DEMO_ITEM_DELAY_MS", "50"))
 DEMO_FAIL_EVERY = int(os.environ.get("DEMO_FAIL_EVERY", "97"))
+DEMO_ITEM_TIME_LIMIT = float(os.environ.get("DEMO_ITEM_TIME_LIMIT", "30"))
 
 LOGGING = {
     "version": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,11 +78,17 @@ class WorkerProcess:
 
         wait_until(ready, timeout=timeout, what="the worker to be ready")
 
+    def kill(self) -> None:
+        """SIGKILL the whole worker (master and forked processes): no cleanup, no acks."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -139,7 +139,7 @@ def test_a_finished_batch_stops_polling_and_shows_its_summary(alice_client, even
         started_at="2030-01-01T10:00Z",
         finished_at="2030-01-01T10:01:05Z",
     )
-    ItemFailure.objects.create(batch=batch, item_key="42", error="SeatCannotBeReissued: Seat 7 is blocked.")
+    ItemFailure.objects.create(batch=batch, item_key="42", item_pk=42, error="SeatCannotBeReissued: Seat 7 is blocked.")
 
     fragment = alice_client.get(f"/batches/{batch.pk}/progress/", **HTMX).content.decode()
     assert 'hx-trigger="every' not in fragment
@@ -158,3 +158,56 @@ def test_state_changing_requests_need_the_csrf_token(make_user, event):
     client.force_login(make_user("alice"))
     assert client.post(START_URL, {"event_id": event.pk}, **HTMX).status_code == 403
     assert not Batch.objects.exists()
+
+
+def test_cancel_asks_first_without_javascript_then_ends_the_batch(alice_client, event):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+
+    confirm = alice_client.get(f"/batches/{batch.pk}/cancel/").content.decode()
+    assert "Yes, cancel it" in confirm and 'method="post"' in confirm
+    assert Batch.objects.get().is_active, "the confirmation page changes nothing"
+
+    response = alice_client.post(f"/batches/{batch.pk}/cancel/", follow=True)
+    assert response.redirect_chain == [(f"/batches/{batch.pk}/", 303)]
+    assert "Cancelled. Items not done yet are counted as skipped." in response.content.decode()
+    assert Batch.objects.get().status == BatchStatus.CANCELLED
+
+
+def test_htmx_cancel_answers_with_the_ended_panel(alice_client, event):
+    alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
+    batch = Batch.objects.get()
+    page = alice_client.get(f"/events/{event.pk}/").content.decode()
+    assert 'hx-confirm="Cancel this run?' in page
+
+    html = alice_client.post(f"/batches/{batch.pk}/cancel/", **HTMX).content.decode()
+    assert 'data-status="cancelled"' in html and "by alice" in html
+    assert 'hx-trigger="every' not in html
+
+
+def test_others_cannot_cancel_or_retry(alice_client, client, event, make_user):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+    client.force_login(make_user("mallory", may_reissue=False))
+    assert client.get(f"/batches/{batch.pk}/cancel/").status_code == 404
+    assert client.post(f"/batches/{batch.pk}/cancel/").status_code == 404
+    assert client.post(f"/batches/{batch.pk}/retry-failed/").status_code == 404
+    assert Batch.objects.get().is_active
+
+
+def test_retry_failed_from_the_page_starts_a_linked_batch(alice_client, event):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    first = Batch.objects.get()
+    Batch.objects.filter(pk=first.pk).update(status=BatchStatus.FINISHED, total=10, done_count=9, failed_count=1)
+    ItemFailure.objects.create(batch=first, item_key="1", item_pk=1, error="boom")
+    assert "Retry 1 failed item" in alice_client.get(f"/batches/{first.pk}/").content.decode()
+
+    response = alice_client.post(f"/batches/{first.pk}/retry-failed/")
+    retry = Batch.objects.exclude(pk=first.pk).get()
+    assert response.status_code == 303 and response["Location"] == f"/batches/{retry.pk}/"
+    assert retry.retry_of_id == first.pk
+    page = alice_client.get(response["Location"]).content.decode()
+    assert f"Started a retry of the failed items of #{first.pk}." in page
+
+    again = alice_client.post(f"/batches/{retry.pk}/retry-failed/", **HTMX)
+    assert again.status_code == 400 and "still running" in again.content.decode()

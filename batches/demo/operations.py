@@ -26,6 +26,7 @@ class SeatCannotBeReissued(Exception):
 class ReissueTickets(Operation):
     name = "reissue_tickets"
     label = "Reissue tickets"
+    item_time_limit = settings.DEMO_ITEM_TIME_LIMIT
 
     def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
         raw = data.get("event_id")

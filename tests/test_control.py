@@ -1,0 +1,278 @@
+"""Control of a batch, run in-process: cancel, failure threshold, retry of failed items, item time
+limits, stale recovery and the start of a stale scope."""
+
+import threading
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from batches import engine
+from batches.actors import batch_message_gave_up
+from batches.demo.models import Ticket
+from batches.demo.operations import ReissueTickets
+from batches.models import Batch, BatchStatus, Chunk, ItemFailure
+from batches.recovery import recover_stale
+from batches.services import cancel_batch, retry_failed, start_batch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fast_demo(settings):
+    settings.DEMO_ITEM_DELAY_MS = 0
+    settings.DEMO_FAIL_EVERY = 7
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+def start(event, user) -> Batch:
+    return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=user).batch
+
+
+def run_all(batch: Batch) -> Batch:
+    for chunk_id in engine.plan(batch.pk):
+        engine.run_chunk(chunk_id, budget_seconds=600)
+    batch.refresh_from_db()
+    return batch
+
+
+def reissued(event) -> int:
+    return Ticket.objects.filter(event=event, reissue_count__gt=0).count()
+
+
+@pytest.mark.both_backends
+def test_cancel_ends_the_batch_at_once_counts_the_rest_as_skipped_and_frees_the_scope(
+    fast_demo, settings, make_event, alice
+):
+    settings.BATCHES_CHECKPOINT_SECONDS = 0.0  # one item per checkpoint
+    event = make_event(tickets=50)
+    batch = start(event, alice)
+    (chunk_id,) = engine.plan(batch.pk)
+    for _ in range(3):
+        engine.run_checkpoint(chunk_id)
+
+    cancelled, ended = cancel_batch(batch.pk, user=alice)
+
+    assert ended and cancelled.status == BatchStatus.CANCELLED and cancelled.cancelled_by == alice
+    assert (cancelled.done_count, cancelled.skipped_count) == (3, 47)
+    assert engine.run_checkpoint(chunk_id) is engine.ChunkState.GONE
+    assert reissued(event) == 3
+    assert cancel_batch(batch.pk, user=alice)[1] is False, "cancelling twice ends it once"
+    assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
+
+
+def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, make_event, alice):
+    # Postgres only: on SQLite a cancel waits for the running checkpoint's write lock, so the two
+    # never overlap.
+    event = make_event(tickets=30)
+    batch = start(event, alice)
+    (chunk_id,) = engine.plan(batch.pk)
+    op_class = type(engine.get_operation("reissue_tickets"))
+    real_handle = op_class.handle
+
+    def cancel_from_another_connection():
+        try:
+            cancel_batch(batch.pk, user=alice)
+        finally:
+            connection.close()
+
+    def handle(self, ticket, ctx):
+        real_handle(self, ticket, ctx)
+        if ticket.number == 10:  # a colleague cancels while this checkpoint is under way
+            canceller = threading.Thread(target=cancel_from_another_connection)
+            canceller.start()
+            canceller.join()
+
+    with mock.patch.object(op_class, "handle", handle):
+        assert engine.run_chunk(chunk_id, budget_seconds=600) is engine.ChunkState.GONE
+
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.CANCELLED
+    assert reissued(event) == batch.done_count == 0
+    assert batch.skipped_count == 30
+
+
+@pytest.mark.both_backends
+def test_a_cancel_before_planning_stops_the_batch_from_running(fast_demo, make_event, alice):
+    batch = start(make_event(tickets=10), alice)
+    cancel_batch(batch.pk, user=alice)
+    assert engine.plan(batch.pk) == []
+    batch.refresh_from_db()
+    assert (batch.status, batch.skipped_count, batch.total) == (BatchStatus.CANCELLED, 0, None)
+
+
+@pytest.mark.both_backends
+def test_only_those_who_may_see_a_batch_may_cancel_it(fast_demo, make_event, make_user, alice):
+    batch = start(make_event(tickets=10), alice)
+    with pytest.raises(Batch.DoesNotExist):
+        cancel_batch(batch.pk, user=make_user("mallory", may_reissue=False))
+    batch.refresh_from_db()
+    assert batch.is_active
+
+
+@pytest.mark.both_backends
+def test_an_operation_failure_threshold_fails_the_batch_early(fast_demo, make_event, alice):
+    event = make_event(tickets=1000)
+    with mock.patch.object(ReissueTickets, "max_failures", 5):
+        batch = run_all(start(event, alice))
+
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error == "Stopped early: more than 5 items failed (the operation's limit)."
+    assert batch.failed_count > 5 and batch.failed_count == ItemFailure.objects.filter(batch=batch).count()
+    assert batch.done_count == Ticket.objects.filter(event=event, reissue_count=1).count()
+    assert batch.done_count + batch.failed_count + batch.skipped_count == 1000
+    assert batch.skipped_count > 0
+
+
+@pytest.mark.both_backends
+def test_retry_failed_runs_exactly_the_failed_items_in_a_linked_batch(fast_demo, settings, make_event, alice):
+    event = make_event(tickets=100)
+    first = run_all(start(event, alice))
+    failed_numbers = set(range(7, 101, 7))
+    assert first.failed_count == len(failed_numbers)
+
+    settings.DEMO_FAIL_EVERY = 0  # whatever made them fail is fixed
+    result = retry_failed(first.pk, user=alice)
+    retry = run_all(result.batch)
+
+    assert result.created and retry.retry_of == first
+    assert (retry.status, retry.total, retry.done_count, retry.failed_count) == (
+        BatchStatus.FINISHED,
+        len(failed_numbers),
+        len(failed_numbers),
+        0,
+    )
+    assert {t.number: t.reissue_count for t in Ticket.objects.filter(event=event)} == {n: 1 for n in range(1, 101)}, (
+        "the failed items ran once more, the others were not touched"
+    )
+
+
+@pytest.mark.both_backends
+def test_retry_failed_is_guarded_and_refuses_what_it_cannot_do(fast_demo, settings, make_event, alice):
+    event = make_event(tickets=20)
+    running = start(event, alice)
+    with pytest.raises(ValidationError, match="still running"):
+        retry_failed(running.pk, user=alice)
+    first = run_all(running)
+
+    settings.DEMO_FAIL_EVERY = 0
+    clean = run_all(start(make_event(tickets=5), alice))
+    with pytest.raises(ValidationError, match="no failed items"):
+        retry_failed(clean.pk, user=alice)
+
+    other = start(event, alice)  # a new full run holds the scope
+    joined = retry_failed(first.pk, user=alice)
+    assert not joined.created and joined.batch.pk == other.pk
+
+
+@pytest.mark.both_backends
+def test_an_item_past_its_time_limit_fails_as_timed_out_and_the_rest_go_on(fast_demo, make_event, alice):
+    event = make_event(tickets=6)
+    real_handle = ReissueTickets.handle
+
+    def handle(self, ticket, ctx):
+        if ticket.number == 2:
+            time.sleep(0.5)  # blocked in C: failed once it returns
+        if ticket.number == 4:
+            while True:  # a Python loop that never ends: interrupted at the limit
+                pass
+        real_handle(self, ticket, ctx)
+
+    with mock.patch.object(ReissueTickets, "item_time_limit", 0.2), mock.patch.object(ReissueTickets, "handle", handle):
+        batch = run_all(start(event, alice))
+
+    failures = dict(ItemFailure.objects.filter(batch=batch).values_list("item_key", "error"))
+    tickets = {t.number: t for t in Ticket.objects.filter(event=event)}
+    assert failures == {str(tickets[2].pk): "Timed out after 0.2s", str(tickets[4].pk): "Timed out after 0.2s"}
+    assert (batch.status, batch.done_count) == (BatchStatus.FINISHED, 4)
+    assert tickets[2].reissue_count == tickets[4].reissue_count == 0
+
+
+def make_stale(batch: Batch) -> None:
+    Batch.objects.filter(pk=batch.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.mark.both_backends
+def test_the_sweep_resumes_stale_batches_once_per_lease(fast_demo, make_event, alice):
+    queued = start(make_event(tickets=10), alice)
+    running = start(make_event(tickets=10), alice)
+    engine.plan(running.pk)
+    fresh = start(make_event(tickets=10), alice)
+    make_stale(queued)
+    make_stale(running)
+
+    with mock.patch("batches.recovery.enqueue_plan") as plan, mock.patch("batches.recovery.enqueue_chunks") as chunks:
+        recovered = {(r.batch_id, r.action) for r in recover_stale()}
+        assert recover_stale() == [], "a recovered batch has a new lease"
+
+    assert recovered == {(queued.pk, "replanned"), (running.pk, "resumed")}
+    plan.assert_called_once_with(queued.pk)
+    chunks.assert_called_once_with(list(Chunk.objects.filter(batch=running).values_list("pk", flat=True)))
+    fresh.refresh_from_db()
+    assert fresh.recoveries == 0
+
+
+@pytest.mark.both_backends
+def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, fast_demo, make_event, alice):
+    settings.BATCHES_MAX_RECOVERIES = 2
+    stuck = start(make_event(tickets=3), alice)
+    orphan = Batch.objects.create(operation="gone_operation", scope_key="x", lease_expires_at=timezone.now())
+    with mock.patch("batches.recovery.enqueue_plan"):
+        for _ in range(3):
+            make_stale(stuck)
+            recover_stale()
+    stuck.refresh_from_db()
+    orphan.refresh_from_db()
+    assert (stuck.status, stuck.error) == (BatchStatus.FAILED, "Cannot resume: no progress after 2 recoveries.")
+    assert orphan.status == BatchStatus.FAILED
+    assert orphan.error == "Cannot resume: the operation 'gone_operation' is not installed any more."
+
+
+@pytest.mark.both_backends
+def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, make_event, alice, make_user):
+    event = make_event(tickets=10)
+    batch = start(event, alice)
+    bob = make_user("bob")
+
+    joined = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    assert (joined.created, joined.resumed) == (False, False)
+
+    make_stale(batch)
+    with mock.patch("batches.recovery.enqueue_plan") as plan:
+        resumed = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    assert (resumed.batch.pk, resumed.resumed) == (batch.pk, True)
+    plan.assert_called_once_with(batch.pk)
+    assert run_all(resumed.batch).status == BatchStatus.FINISHED
+
+
+@pytest.mark.both_backends
+def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, capsys):
+    batch = start(make_event(tickets=3), alice)
+    make_stale(batch)
+    with mock.patch("batches.recovery.enqueue_plan"):
+        call_command("batches", "recover")
+    assert f"Batch {batch.pk}: replanned." in capsys.readouterr().out
+
+
+@pytest.mark.both_backends
+def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo, make_event, alice):
+    batch = start(make_event(tickets=3), alice)
+    (chunk_id,) = engine.plan(batch.pk)
+    message = {
+        "actor_name": "run_chunk",
+        "args": [chunk_id],
+        "options": {"traceback": "Traceback ...\nRuntimeError: the payment gateway is down"},
+    }
+    batch_message_gave_up.fn(message, {"retries": 10, "max_retries": 10})
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error == "Gave up after 10 retries of run_chunk: RuntimeError: the payment gateway is down"

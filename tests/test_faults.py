@@ -1,0 +1,147 @@
+"""Fault injection against real `rundramatiq` processes on Redis and Postgres: workers killed with
+SIGKILL, the broker flushed, database connections terminated. The batch must still complete, each
+ticket's effect exactly once, the counters equal to the truth in the tables."""
+
+import random
+import time
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from batches.demo.models import Ticket
+from batches.models import Batch, BatchStatus, ItemFailure
+from batches.services import cancel_batch, start_batch
+from tests.support import wait_until
+
+pytestmark = pytest.mark.slow
+
+# Short leases and a fast sweep, so that a dead worker's batch is picked up within seconds.
+FAULT_ENV = {
+    "DEMO_FAIL_EVERY": "97",
+    "DEMO_ITEM_TIME_LIMIT": "1",
+    "BATCHES_LEASE_SECONDS": "1",
+    "BATCHES_SWEEP_SECONDS": "0.5",
+}
+
+
+def refreshed(batch: Batch) -> Batch:
+    batch.refresh_from_db()
+    return batch
+
+
+def wait_for_progress(batch: Batch, beyond: int, timeout: float = 60) -> None:
+    wait_until(lambda: refreshed(batch).processed > beyond or not batch.is_active, timeout=timeout, what="progress")
+
+
+def assert_exactly_once(batch: Batch, event, total: int) -> None:
+    tickets = Ticket.objects.filter(event=event)
+    assert batch.status == BatchStatus.FINISHED, batch.error
+    assert batch.total == total
+    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
+    assert batch.done_count == tickets.filter(reissue_count=1).count()
+    failed_seats = set(tickets.filter(reissue_count=0).values_list("number", flat=True))
+    assert failed_seats == set(range(97, total + 1, 97))
+    assert batch.failed_count == ItemFailure.objects.filter(batch=batch).count() == len(failed_seats)
+    assert batch.done_count + batch.failed_count == total and batch.skipped_count == 0
+
+
+def test_kill_9_at_ten_random_moments_loses_nothing_and_repeats_nothing(worker_process, make_event, make_user):
+    total, kills = 2400, 10
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    print(f"kill moments seeded with {seed}")
+    event = make_event(tickets=total)
+    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+
+    for _ in range(kills):
+        wait_for_progress(batch, beyond=batch.processed)
+        assert batch.is_active, f"the batch finished before all {kills} kills; give it more work"
+        time.sleep(rng.uniform(0, 0.5))  # a random moment: mid-item, mid-commit, between checkpoints
+        worker.kill()
+        worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10")
+
+    wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
+    assert_exactly_once(batch, event, total)
+    assert batch.recoveries == 0, "the last checkpoints reset the recovery count"
+
+
+def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, make_event, make_user):
+    total = 2000
+    event = make_event(tickets=total)
+    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    wait_for_progress(batch, beyond=100)
+    assert batch.is_active
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # every queued message is gone
+
+    wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
+    assert_exactly_once(batch, event, total)
+
+
+def test_terminated_database_connections_mid_batch_are_retried_with_exact_counts(worker_process, make_event, make_user):
+    total = 2000
+    event = make_event(tickets=total)
+    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+
+    terminated = 0
+    for beyond in (100, 700, 1300):
+        wait_for_progress(batch, beyond=beyond)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            terminated += cursor.fetchone()[0]
+
+    assert terminated >= 3, "the worker's connections were there to terminate"
+    wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
+    assert_exactly_once(batch, event, total)
+
+
+def test_cancel_mid_run_stops_the_worker_within_the_bound_and_frees_the_scope(worker_process, make_event, make_user):
+    event = make_event(tickets=2000)
+    alice = make_user("alice")
+    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="20")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+    wait_for_progress(batch, beyond=50)
+
+    cancelled, ended = cancel_batch(batch.pk, user=alice)
+    assert ended and cancelled.status == BatchStatus.CANCELLED
+    assert not Batch.objects.active().exists(), "the scope is free at once"
+
+    def reissued() -> int:
+        return Ticket.objects.filter(event=event, reissue_count__gt=0).count()
+
+    # The bound: one item or one second, whichever is longer. Then nothing more may change.
+    time.sleep(1.0)
+    after_bound = reissued()
+    cancelled.refresh_from_db()
+    assert after_bound == cancelled.done_count, "the checkpoint under way at the cancel was rolled back"
+    assert cancelled.skipped_count == 2000 - cancelled.done_count - cancelled.failed_count
+    time.sleep(1.0)
+    assert reissued() == after_bound, "the worker kept working after the cancel"
+    assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
+
+
+def test_a_deploy_sigterm_hands_over_at_the_next_checkpoint_and_a_new_worker_finishes(
+    worker_process, make_event, make_user
+):
+    total = 2000
+    event = make_event(tickets=total)
+    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10", BATCHES_MESSAGE_SECONDS="600")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    wait_for_progress(batch, beyond=100)
+
+    worker.process.terminate()
+    # Within a container's usual grace period, far below the 600 s a message may work on a chunk.
+    worker.process.wait(timeout=10)
+    assert refreshed(batch).is_active
+
+    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="1")
+    wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
+    assert_exactly_once(batch, event, total)
