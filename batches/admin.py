@@ -9,7 +9,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from . import recovery, selectors
-from .models import Batch, ItemFailure
+from .api import tokens
+from .models import ApiToken, Batch, ItemFailure
 from .services import cancel_batch, retry_failed
 
 FAILURES_INLINE = 20
@@ -125,3 +126,40 @@ class ItemFailureAdmin(ReadOnlyAdmin):
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # The batch page links here filtered to its own failures.
         return lookup == "batch__id__exact" or super().lookup_allowed(lookup, value, request)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens for API clients: the secret is shown once, when the token is created."""
+
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at", "created_at"]
+    search_fields = ["name", "user__username", "prefix"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        if obj is None:
+            return ["user", "name"]
+        return ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # revoke instead: the record of who had access stays
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: object, change: bool) -> None:
+        raw = None if change else tokens.assign_secret(obj)
+        super().save_model(request, obj, form, change)
+        if raw:
+            self.message_user(
+                request,
+                f"Token for {obj.user}: {raw} — copy it now, it will not be shown again.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        self.message_user(request, f"Revoked {tokens.revoke(queryset)} token(s).", messages.SUCCESS)

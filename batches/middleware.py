@@ -12,8 +12,8 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerLifecycle(Middleware):
-    """Sweeps for stale batches as the worker boots and then periodically; on shutdown, asks
-    running chunks to hand over at their next checkpoint."""
+    """Sweeps for stale batches (and expired idempotency keys) as the worker boots and then
+    periodically; on shutdown, asks running chunks to hand over at their next checkpoint."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -35,12 +35,14 @@ class WorkerLifecycle(Middleware):
         from django.conf import settings
         from django.db import connections
 
+        from .api.idempotency import purge_expired
         from .recovery import recover_stale
 
         while True:
             try:
                 for recovered in recover_stale():
                     logger.warning("Recovery sweep: batch %s %s. %s", *vars(recovered).values())
+                purge_expired()
             except Exception:
                 logger.exception("The recovery sweep failed; it will try again.")
             finally:

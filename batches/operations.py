@@ -48,6 +48,8 @@ class Operation:
     item_time_limit: ClassVar[float] = 60
     # Fail the whole batch early once more items than this have failed (None: never).
     max_failures: ClassVar[int | None] = None
+    # JSON Schema of the params, for API clients (GET /api/operations).
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
 
     def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -60,6 +62,10 @@ class Operation:
 
     def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
         raise NotImplementedError
+
+    def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
+        """Whether `user` may see every batch of this operation (lists show them all)."""
+        return False
 
     def items(self, params: Mapping[str, Any]) -> QuerySet[Any]:
         raise NotImplementedError

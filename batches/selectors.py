@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import Batch, ItemFailure
-from .operations import UnknownOperation, get_operation
+from .operations import UnknownOperation, all_operations, get_operation
 
 
 def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
@@ -31,6 +32,17 @@ def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batc
     if batch is None or not may_view(user, batch):
         return None
     return batch
+
+
+def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
+    """Every batch `user` started, and all batches of the operations that let them see all."""
+    batches = Batch.objects.select_related("created_by", "cancelled_by")
+    if not user.is_authenticated:
+        return batches.none()
+    if user.is_superuser:
+        return batches
+    everything = [op.name for op in all_operations() if op.may_see_all(user)]
+    return batches.filter(Q(created_by=user) | Q(operation__in=everything))
 
 
 def latest_batch(operation: str, scope_key: str) -> Batch | None:
@@ -73,3 +85,36 @@ def progress(batch: Batch, now: datetime | None = None) -> Progress:
     if batch.is_active and rate and total is not None:
         eta = timedelta(seconds=round(max(0, total - processed) / rate))
     return Progress(total, batch.done_count, batch.failed_count, batch.skipped_count, percent, rate, eta, elapsed)
+
+
+def item_outcomes(batch: Batch, page_size: int = 2000) -> Iterator[tuple[str, str, str]]:
+    """(item key, "done" | "failed" | "skipped", error) for every item of a planned batch, in key
+    order, read page by page so that a million items stream in constant memory."""
+    from .engine import batch_items
+
+    chunks = list(batch.chunks.order_by("index").values("last_key", "cursor"))
+    if not chunks:
+        return
+    op = get_operation(batch.operation)
+    items = batch_items(batch, op).filter(pk__lte=chunks[-1]["last_key"]).order_by("pk")
+    chunk_index, after = 0, None
+    while True:
+        page = list((items if after is None else items.filter(pk__gt=after))[:page_size])
+        if not page:
+            return
+        errors = dict(
+            ItemFailure.objects.filter(batch=batch, item_pk__gte=page[0].pk, item_pk__lte=page[-1].pk).values_list(
+                "item_pk", "error"
+            )
+        )
+        for item in page:
+            while item.pk > chunks[chunk_index]["last_key"]:
+                chunk_index += 1
+            cursor = chunks[chunk_index]["cursor"]
+            if item.pk in errors:
+                yield op.item_key(item), "failed", errors[item.pk]
+            elif cursor is not None and item.pk <= cursor:
+                yield op.item_key(item), "done", ""
+            else:
+                yield op.item_key(item), "skipped", ""
+        after = page[-1].pk

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",
     "django_dramatiq",
     "batches",
     "batches.demo",
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "batches.api.middleware.ApiBodyLimit",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,6 +160,9 @@ BATCHES_LEASE_SECONDS = float(os.environ.get("BATCHES_LEASE_SECONDS", "30"))
 BATCHES_SWEEP_SECONDS = float(os.environ.get("BATCHES_SWEEP_SECONDS", "15"))
 # Recoveries in a row without a single checkpoint before a batch is failed as unresumable.
 BATCHES_MAX_RECOVERIES = int(os.environ.get("BATCHES_MAX_RECOVERIES", "8"))
+
+# --- The JSON API ---------------------------------------------------------------------------
+API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
 
 # --- The demo operation ---------------------------------------------------------------------
 DEMO_TICKETS_PER_EVENT = int(os.environ.get("DEMO_TICKETS_PER_EVENT", "2000"))

@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -127,3 +128,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(log_path: Path, *, threads: int = 1, **env: str) -> Iterator[str]:
+    """The web command of the Dockerfile, on the test database; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "site_config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [*command, "--threads", str(threads)],
+            cwd=BASE_DIR,
+            env=subprocess_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def answers() -> bool:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout=60, what="gunicorn to listen")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

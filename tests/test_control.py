@@ -276,3 +276,14 @@ def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo,
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FAILED
     assert batch.error == "Gave up after 10 retries of run_chunk: RuntimeError: the payment gateway is down"
+
+
+@pytest.mark.both_backends
+def test_the_token_command_prints_a_working_token(alice, capsys):
+    from batches.api.tokens import user_for_token
+
+    call_command("batches", "token", "alice", "--name", "ci")
+    raw = capsys.readouterr().out.strip()
+    assert raw.startswith("bt_") and user_for_token(raw) == alice
+    with pytest.raises(Exception, match="No user 'nobody'"):
+        call_command("batches", "token", "nobody")

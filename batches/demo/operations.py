@@ -27,15 +27,20 @@ class ReissueTickets(Operation):
     name = "reissue_tickets"
     label = "Reissue tickets"
     item_time_limit = settings.DEMO_ITEM_TIME_LIMIT
+    params_schema = {
+        "type": "object",
+        "properties": {"event_id": {"type": "integer", "description": "The event whose tickets to reissue."}},
+        "required": ["event_id"],
+    }
 
     def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
         raw = data.get("event_id")
         try:
             event_id = int(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise ValidationError("Choose an event: event_id must be a whole number.") from None
+            raise ValidationError({"event_id": "Choose an event: event_id must be a whole number."}) from None
         if not Event.objects.filter(pk=event_id).exists():
-            raise ValidationError(f"There is no event {event_id}.")
+            raise ValidationError({"event_id": f"There is no event {event_id}."})
         return {"event_id": event_id}
 
     def scope(self, params: Mapping[str, Any]) -> str:
@@ -45,6 +50,9 @@ class ReissueTickets(Operation):
         return Event.objects.values_list("name", flat=True).get(pk=params["event_id"])
 
     def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        return self.may_see_all(user)
+
+    def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         return user.has_perm("demo.reissue_tickets")
 
     def items(self, params: Mapping[str, Any]) -> QuerySet[Ticket]:

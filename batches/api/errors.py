@@ -1,0 +1,77 @@
+"""One error shape for the whole API: {"error": {"code", "message", "fields"?, …}}, plus the batch
+that caused a conflict."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as RequestValidationError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *, batch: dict | None = None, **detail: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.batch, self.detail = status, code, message, batch, detail
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message, **self.detail}}
+        if self.batch is not None:
+            body["batch"] = self.batch
+        return body
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}, or it is not yours to see.")
+
+
+def conflict(code: str, message: str, batch: dict) -> ApiError:
+    return ApiError(409, code, message, batch=batch)
+
+
+# What django-ninja raises itself: bodies it cannot parse, CSRF failures of session requests.
+_HTTP_ERROR_CODES = {400: "invalid_request", 403: "forbidden", 405: "method_not_allowed"}
+
+
+def install(api: NinjaAPI) -> None:
+    def respond(request: HttpRequest, error: ApiError) -> HttpResponse:
+        response = api.create_response(request, error.body(), status=error.status)
+        if error.batch is not None:
+            response["Location"] = error.batch["links"]["self"]
+        return response
+
+    def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        error = ApiError(401, "not_authenticated", "Send 'Authorization: Bearer <token>' or log in.")
+        response = respond(request, error)
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+
+    def bad_request(request: HttpRequest, exc: RequestValidationError) -> HttpResponse:
+        fields: dict[str, list[str]] = {}
+        for problem in exc.errors:
+            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "payload") or "request"
+            fields.setdefault(where, []).append(problem.get("msg", "Invalid value."))
+        return respond(request, ApiError(400, "invalid_request", "The request is not valid.", fields=fields))
+
+    def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        return respond(request, ApiError(exc.status_code, code, f"{exc}."))
+
+    def missing(request: HttpRequest, exc: Http404) -> HttpResponse:
+        return respond(request, not_found("resource"))
+
+    def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+        logger.exception("Unexpected error in %s %s", request.method, request.path)
+        return respond(request, ApiError(500, "server_error", "Something went wrong on our side; nothing was lost."))
+
+    api.add_exception_handler(ApiError, respond)
+    api.add_exception_handler(AuthenticationError, unauthenticated)
+    api.add_exception_handler(RequestValidationError, bad_request)
+    api.add_exception_handler(HttpError, http_error)
+    api.add_exception_handler(Http404, missing)
+    api.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,29 @@
+"""Refuse API request bodies over API_MAX_BODY_BYTES before anything reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+class ApiBodyLimit:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return self._refuse(400, "invalid_content_length", "The Content-Length header is not a number.")
+            if length > settings.API_MAX_BODY_BYTES:
+                return self._refuse(
+                    413, "body_too_large", f"Request bodies are limited to {settings.API_MAX_BODY_BYTES} bytes."
+                )
+        return self.get_response(request)
+
+    @staticmethod
+    def _refuse(status: int, code: str, message: str) -> JsonResponse:
+        return JsonResponse({"error": {"code": code, "message": message}}, status=status)

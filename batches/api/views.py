@@ -1,0 +1,336 @@
+"""The JSON API: asynchronous request-reply over the same services and selectors as the web UI.
+
+POST /api/batches answers 202 Accepted with Location (poll it) and Retry-After, or 409 Conflict
+with the batch that already holds the scope. Errors are always {"error": {"code", "message", …}}.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import reverse
+from ninja import Header, Query, Router, Status
+
+from batches import selectors
+from batches.models import Batch
+from batches.operations import UnknownOperation, all_operations
+from batches.services import StartResult, cancel_batch, retry_failed, start_batch
+
+from . import idempotency
+from .errors import ApiError, conflict, not_found
+from .schemas import (
+    BatchOut,
+    BatchPage,
+    ConflictOut,
+    ErrorOut,
+    FailurePage,
+    OperationOut,
+    StartIn,
+    StatusName,
+)
+
+router = Router(tags=["batches"])
+
+POLL_SECONDS = "1"
+ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
+IdempotencyKey = Header(
+    None,
+    alias="Idempotency-Key",
+    max_length=255,
+    description="Retry safely: the same key and body replay the first answer (keys expire after 24 hours).",
+)
+
+
+def batch_body(batch: Batch) -> dict[str, Any]:
+    progress = selectors.progress(batch)
+    url = reverse("api:batch", args=[batch.pk])
+    return {
+        "id": batch.pk,
+        "operation": batch.operation,
+        "scope": batch.scope_key,
+        "scope_label": batch.scope_label,
+        "params": batch.params,
+        "status": batch.status,
+        "active": batch.is_active,
+        "total": progress.total,
+        "done": progress.done,
+        "failed": progress.failed,
+        "skipped": progress.skipped,
+        "percent": progress.percent,
+        "rate": round(progress.rate, 3) if progress.rate else None,
+        "eta_seconds": round(progress.eta.total_seconds()) if progress.eta is not None else None,
+        "error": batch.error,
+        "created_by": batch.created_by.get_username() if batch.created_by else None,
+        "cancelled_by": batch.cancelled_by.get_username() if batch.cancelled_by else None,
+        "retry_of": batch.retry_of_id,
+        "created_at": batch.created_at,
+        "started_at": batch.started_at,
+        "heartbeat_at": batch.heartbeat_at,
+        "finished_at": batch.finished_at,
+        "links": {
+            "self": url,
+            "html": reverse("batches:detail", args=[batch.pk]),
+            "failures": reverse("api:batch_failures", args=[batch.pk]),
+            "report": reverse("api:batch_report", args=[batch.pk]),
+            "cancel": reverse("api:batch_cancel", args=[batch.pk]) if batch.is_active else None,
+            "retry_failed": (
+                reverse("api:batch_retry_failed", args=[batch.pk])
+                if not batch.is_active and batch.failed_count
+                else None
+            ),
+        },
+    }
+
+
+def _visible(request: HttpRequest, batch_id: int) -> Batch:
+    batch = selectors.visible_batch(request.auth, batch_id)
+    if batch is None:
+        raise not_found("batch")
+    return batch
+
+
+def _fresh(batch: Batch) -> Batch:
+    """The batch re-read with who started and cancelled it, for a response body."""
+    return Batch.objects.select_related("created_by", "cancelled_by").get(pk=batch.pk)
+
+
+def _accepted_or_conflict(result: StartResult, response: HttpResponse) -> Status:
+    batch = _fresh(result.batch)
+    response["Location"] = reverse("api:batch", args=[batch.pk])
+    if result.created:
+        response["Retry-After"] = POLL_SECONDS
+        return Status(202, batch_body(batch))
+    message = (
+        f"The scope's batch {batch.pk} had stopped and has been resumed; no new batch was started."
+        if result.resumed
+        else f"Batch {batch.pk} is already {batch.status} on this scope; no new batch was started."
+    )
+    raise conflict("batch_active", message, batch_body(batch))
+
+
+def _idempotent(
+    request: HttpRequest, key: str | None, payload: Any, response: HttpResponse, produce: Callable[[], Status]
+) -> Status | HttpResponse:
+    """Run `produce` once per Idempotency-Key; replay its answer to retries."""
+    if key is None:
+        return produce()
+    key = key.strip().strip('"')  # the draft sends it as a quoted structured-field string
+    if not key:
+        raise ApiError(400, "invalid_idempotency_key", "The Idempotency-Key header is empty.")
+    fingerprint = idempotency.fingerprint(request.method, request.path, payload)
+    claim = idempotency.claim(request.auth, key, fingerprint)
+    if claim.outcome is idempotency.Outcome.MISMATCH:
+        raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
+    if claim.outcome is idempotency.Outcome.IN_FLIGHT:
+        raise ApiError(409, "idempotency_key_in_flight", "A request with this Idempotency-Key is still in progress.")
+    if claim.outcome is idempotency.Outcome.REPLAY:
+        record = claim.record
+        replay = HttpResponse(
+            content=_json(record.response_body), status=record.response_status, content_type="application/json"
+        )
+        for name, value in {**record.response_headers, "Idempotent-Replayed": "true"}.items():
+            replay[name] = value
+        return replay
+    try:
+        answer = produce()
+    except BaseException:
+        idempotency.release(claim.record)
+        raise
+    headers = {name: response[name] for name in ("Location", "Retry-After") if response.has_header(name)}
+    idempotency.complete(claim.record, answer.status_code, _jsonable(answer.value), headers)
+    return answer
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(_json(value))
+
+
+@router.post(
+    "/batches",
+    url_name="batches",
+    response={202: BatchOut, 409: ConflictOut, 413: ErrorOut, 422: ErrorOut, **ERRORS},
+    summary="Start an operation, or find the batch already running on its scope",
+)
+def create_batch(
+    request: HttpRequest, payload: StartIn, response: HttpResponse, idempotency_key: str | None = IdempotencyKey
+):
+    def produce() -> Status:
+        try:
+            result = start_batch(operation=payload.operation, data=payload.params, user=request.auth)
+        except UnknownOperation as exc:
+            known = sorted(op.name for op in all_operations())
+            raise ApiError(400, "unknown_operation", str(exc), known_operations=known) from None
+        except ValidationError as exc:
+            raise ApiError(400, "invalid_params", "The params are not valid.", fields=_fields(exc)) from None
+        except PermissionDenied:
+            raise not_found("scope") from None
+        return _accepted_or_conflict(result, response)
+
+    return _idempotent(request, idempotency_key, payload.dict(), response, produce)
+
+
+def _fields(exc: ValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {f"params.{name}": messages for name, messages in exc.message_dict.items()}
+    return {"params": exc.messages}
+
+
+@router.get("/batches", url_name="batch_list", response={200: BatchPage, 401: ErrorOut, 400: ErrorOut})
+def list_batches(
+    request: HttpRequest,
+    status: StatusName | None = None,
+    operation: str | None = Query(None, max_length=100),
+    page: int = Query(1, ge=1, le=1_000_000),
+    page_size: int = Query(50, ge=1, le=200),
+):
+    batches = selectors.visible_batches(request.auth).order_by("-created_at", "-id")
+    if status:
+        batches = batches.filter(status=status)
+    if operation:
+        batches = batches.filter(operation=operation)
+    return _page(request, batches, page, page_size, batch_body)
+
+
+def _page(request: HttpRequest, items: Any, page: int, page_size: int, body: Callable[[Any], Any]) -> dict[str, Any]:
+    paginator = Paginator(items, page_size)
+    number = min(page, max(paginator.num_pages, 1))
+    current = paginator.page(number) if paginator.count else None
+
+    def link(to: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(to)
+        query["page_size"] = str(page_size)
+        return f"{request.path}?{query.urlencode()}"
+
+    return {
+        "count": paginator.count,
+        "next": link(page + 1) if current and page < paginator.num_pages else None,
+        "previous": link(page - 1) if 1 < page <= paginator.num_pages else None,
+        "results": [body(item) for item in current.object_list] if current and page == number else [],
+    }
+
+
+@router.get("/batches/{batch_id}", url_name="batch", response={200: BatchOut, **ERRORS})
+def get_batch(request: HttpRequest, batch_id: int, response: HttpResponse):
+    batch = _visible(request, batch_id)
+    if batch.is_active:
+        response["Retry-After"] = POLL_SECONDS
+    return batch_body(batch)
+
+
+@router.post(
+    "/batches/{batch_id}/cancel", url_name="batch_cancel", response={200: BatchOut, 409: ConflictOut, **ERRORS}
+)
+def cancel(request: HttpRequest, batch_id: int):
+    try:
+        batch, ended = cancel_batch(batch_id, user=request.auth)
+    except Batch.DoesNotExist:
+        raise not_found("batch") from None
+    batch = _fresh(batch)
+    if not ended:
+        raise conflict("batch_ended", f"Batch {batch.pk} had already ended ({batch.status}).", batch_body(batch))
+    return batch_body(batch)
+
+
+@router.post(
+    "/batches/{batch_id}/retry-failed",
+    url_name="batch_retry_failed",
+    response={202: BatchOut, 409: ConflictOut, 422: ErrorOut, **ERRORS},
+    summary="Start a batch over only the failed items of an ended one",
+)
+def retry_failed_items(
+    request: HttpRequest, batch_id: int, response: HttpResponse, idempotency_key: str | None = IdempotencyKey
+):
+    def produce() -> Status:
+        try:
+            result = retry_failed(batch_id, user=request.auth)
+        except Batch.DoesNotExist:
+            raise not_found("batch") from None
+        except ValidationError as exc:
+            original = _fresh(_visible(request, batch_id))
+            if original.is_active:
+                raise conflict("batch_active", " ".join(exc.messages), batch_body(original)) from None
+            raise ApiError(400, "no_failed_items", " ".join(exc.messages)) from None
+        return _accepted_or_conflict(result, response)
+
+    return _idempotent(request, idempotency_key, {"retry_of": batch_id}, response, produce)
+
+
+@router.get("/batches/{batch_id}/failures", url_name="batch_failures", response={200: FailurePage, **ERRORS})
+def failures(
+    request: HttpRequest,
+    batch_id: int,
+    page: int = Query(1, ge=1, le=1_000_000),
+    page_size: int = Query(100, ge=1, le=500),
+):
+    batch = _visible(request, batch_id)
+    return _page(
+        request,
+        selectors.failures(batch),
+        page,
+        page_size,
+        lambda f: {"item_key": f.item_key, "error": f.error, "created_at": f.created_at},
+    )
+
+
+class _Line:
+    """A file-like object for csv.writer that hands back what was written."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@router.get(
+    "/batches/{batch_id}/report.csv",
+    url_name="batch_report",
+    response={200: None, **ERRORS},
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "Every item's outcome (done, failed or skipped), streamed as CSV.",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
+def report(request: HttpRequest, batch_id: int):
+    batch = _visible(request, batch_id)
+    writer = csv.writer(_Line())
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(["item_key", "outcome", "error"])
+        for row in selectors.item_outcomes(batch):
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
+    return response
+
+
+operations_router = Router(tags=["operations"])
+
+
+@operations_router.get("/operations", url_name="operations", response={200: list[OperationOut], 401: ErrorOut})
+def operations(request: HttpRequest):
+    return [
+        {
+            "name": op.name,
+            "label": op.label,
+            "params_schema": op.params_schema,
+            "chunk_size": op.chunk_size,
+            "item_time_limit": op.item_time_limit,
+            "max_failures": op.max_failures,
+        }
+        for op in all_operations()
+    ]
