@@ -117,6 +117,8 @@ def run_chunk(chunk_id: int, *, budget_seconds: float | None = None) -> ChunkSta
         state = run_checkpoint(chunk_id)
         if state is not ChunkState.MORE or time.monotonic() >= deadline or stopping.is_set():
             return state
+        if settings.BATCHES_CHECKPOINT_PAUSE_SECONDS:
+            time.sleep(settings.BATCHES_CHECKPOINT_PAUSE_SECONDS)
 
 
 def run_checkpoint(chunk_id: int, *, clock: Callable[[], float] = time.monotonic) -> ChunkState:

@@ -151,6 +151,13 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 # --- The engine -----------------------------------------------------------------------------
 # How long a checkpoint may run before its effects, cursor and counters are committed together.
 BATCHES_CHECKPOINT_SECONDS = float(os.environ.get("BATCHES_CHECKPOINT_SECONDS", "0.5"))
+# A pause after each checkpoint. SQLite has one writer at a time and its busy handler polls, so
+# without a pause a running batch starves the web server's writes (a login, a start).
+BATCHES_CHECKPOINT_PAUSE_SECONDS = float(
+    os.environ.get(
+        "BATCHES_CHECKPOINT_PAUSE_SECONDS", "0.1" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "0"
+    )
+)
 # How long one Dramatiq message keeps working on a chunk before handing over to a fresh message.
 BATCHES_MESSAGE_SECONDS = float(os.environ.get("BATCHES_MESSAGE_SECONDS", "60"))
 # A running batch is stale once it has gone this long plus its operation's item time limit

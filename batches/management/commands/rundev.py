@@ -19,12 +19,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
-        parser.add_argument("--threads", type=int, default=2, help="Worker threads.")
+        parser.add_argument("--threads", type=int, help="Worker threads (default: 1 on SQLite, 2 otherwise).")
 
-    def handle(self, *args, addrport: str, threads: int, **options):
+    def handle(self, *args, addrport: str, threads: int | None, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("seed_demo")
         database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        # SQLite has one writer at a time: a second worker thread would crowd out the web server.
+        threads = threads or (1 if database == "sqlite3" else 2)
         if settings.REDIS_URL:
             worker = subprocess.Popen(
                 [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads)]
