@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from django.conf import settings
@@ -26,13 +29,14 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .models import Batch, BatchStatus, Chunk, ItemFailure
-from .operations import ItemContext, Operation, get_operation
+from .operations import BatchContext, ItemContext, Operation, get_operation
 from .timeouts import ItemTimedOut, time_limit
 
 logger = logging.getLogger(__name__)
 
-# Items fetched per query inside a checkpoint.
-_PAGE_SIZE = 100
+# The most items handled per page (also the server-side cursor's fetch size).
+_MAX_PAGE = 2000
+_DATABASE_GONE = (OperationalError, InterfaceError)
 
 # Set while the worker shuts down (a deploy, SIGTERM): chunks hand over at their next checkpoint
 # instead of running out their message budget, so the worker exits within a checkpoint.
@@ -160,30 +164,109 @@ def run_checkpoint(chunk_id: int, *, clock: Callable[[], float] = time.monotonic
 def _process_items(
     op: Operation, chunk: Chunk, ends_at: float, clock: Callable[[], float]
 ) -> tuple[int, list[ItemFailure], bool]:
-    """Handle items after the cursor until time is up; each item in a savepoint of its own."""
+    """Handle items after the cursor until time is up; return (done, failures, chunk exhausted).
+
+    Items stream through one server-side cursor in pages: the first is one item, then each page
+    doubles while the items are fast, and shrinks to what fits the time left when they are slow,
+    so that even a bulk handler's page ends near the checkpoint's end.
+    """
     done = 0
     failures: list[ItemFailure] = []
+    after = chunk.cursor if chunk.cursor is not None else chunk.after_key
     items = batch_items(chunk.batch, op).filter(pk__lte=chunk.last_key).order_by("pk")
-    while True:
-        after = chunk.cursor if chunk.cursor is not None else chunk.after_key
-        page = list((items if after is None else items.filter(pk__gt=after))[:_PAGE_SIZE])
-        if not page:
-            return done, failures, True
-        for item in page:
-            key = op.item_key(item)
-            try:
-                with transaction.atomic(), time_limit(op.item_time_limit):
-                    op.handle(item, ItemContext(batch_id=chunk.batch_id, item_key=key))
-                done += 1
-            except (OperationalError, InterfaceError):
-                raise  # the database is gone: retry the whole checkpoint, don't blame the item
-            except Exception as exc:
-                failures.append(
-                    ItemFailure(batch_id=chunk.batch_id, item_key=key, item_pk=item.pk, error=describe(exc))
-                )
-            chunk.cursor = item.pk
-            if clock() >= ends_at:
+    if after is not None:
+        items = items.filter(pk__gt=after)
+    page_size = 1
+    with closing(items.iterator(chunk_size=_MAX_PAGE)) as stream:
+        while True:
+            page = list(islice(stream, page_size))
+            if not page:
+                return done, failures, True
+            page_started = clock()
+            handled, page_failures = _handle_page(op, chunk.batch_id, page, ends_at, clock)
+            done += handled - len(page_failures)
+            failures += page_failures
+            chunk.cursor = page[handled - 1].pk
+            now = clock()
+            if handled < len(page) or now >= ends_at:
                 return done, failures, chunk.cursor == chunk.last_key
+            seconds_per_item = (now - page_started) / handled
+            fits = int((ends_at - now) / seconds_per_item) if seconds_per_item > 0 else _MAX_PAGE
+            page_size = max(1, min(page_size * 2, fits, _MAX_PAGE))
+
+
+def _handle_page(
+    op: Operation, batch_id: int, page: list[Any], ends_at: float, clock: Callable[[], float]
+) -> tuple[int, list[ItemFailure]]:
+    """Handle a prefix of the page (all of it unless time runs out); return its length and failures.
+
+    A bulk handler takes the whole page in one call; if it raises, the page is redone item by
+    item so that the failure is pinned to its item.
+    """
+    if op.handle_many is not None:
+        try:
+            with transaction.atomic(), time_limit(op.item_time_limit * len(page)):
+                op.handle_many(page, BatchContext(batch_id))
+            return len(page), []
+        except _DATABASE_GONE:
+            raise
+        except Exception:
+            logger.info("Bulk handler of %s failed on %s items; redoing them one by one.", op.name, len(page))
+    return _handle_items(op, batch_id, page, ends_at, clock)
+
+
+def _handle_items(
+    op: Operation, batch_id: int, items: list[Any], ends_at: float, clock: Callable[[], float]
+) -> tuple[int, list[ItemFailure]]:
+    """Handle items one by one under one savepoint for the whole run, not one per item.
+
+    When an item raises, the run rolls back: the items before it are redone (they succeeded)
+    and the failing item is recorded with its error, without running it again; then the rest.
+    """
+    failures: list[ItemFailure] = []
+    start = 0
+    while start < len(items):
+        reached = [start]
+        try:
+            with transaction.atomic():
+                _run(op, batch_id, items, start, ends_at, clock, reached)
+            return reached[0], failures
+        except _DATABASE_GONE:
+            raise  # the database is gone: retry the whole checkpoint, don't blame the item
+        except Exception as exc:
+            failed = reached[0]
+            if failed > start:
+                failures += _handle_items(op, batch_id, items[start:failed], math.inf, clock)[1]
+            item = items[failed]
+            failures.append(
+                ItemFailure(batch_id=batch_id, item_key=op.item_key(item), item_pk=item.pk, error=describe(exc, op))
+            )
+            start = failed + 1
+            if clock() >= ends_at:
+                break
+    return start, failures
+
+
+def _run(
+    op: Operation,
+    batch_id: int,
+    items: list[Any],
+    start: int,
+    ends_at: float,
+    clock: Callable[[], float],
+    reached: list[int],
+) -> None:
+    """Handle items[start:] until time is up; reached[0] is always the index of the current item."""
+    handle, item_key, limit = op.handle, op.item_key, op.item_time_limit
+    for index in range(start, len(items)):
+        reached[0] = index
+        item = items[index]
+        with time_limit(limit):
+            handle(item, ItemContext(batch_id, item_key(item)))
+        if clock() >= ends_at:
+            reached[0] = index + 1
+            return
+    reached[0] = len(items)
 
 
 def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:
@@ -208,8 +291,8 @@ def _close_if_complete(batch_id: int, now: datetime) -> None:
         logger.info("Batch %s finished.", batch_id)
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, op: Operation) -> str:
     if isinstance(exc, ItemTimedOut):
-        return str(exc)
+        return f"Timed out after {op.item_time_limit:g}s"
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -14,7 +14,7 @@ class ReissueTickets(Operation):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,6 +37,16 @@ class ItemContext:
     def idempotency_key(self) -> str:
         """Stable across redeliveries: pass it on to anything outside the database."""
         return f"{self.batch_id}:{self.item_key}"
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a bulk handler gets: the keys to pass on for each of its items."""
+
+    batch_id: int
+
+    def idempotency_key(self, item_key: str) -> str:
+        return f"{self.batch_id}:{item_key}"
 
 
 class Operation:
@@ -72,6 +82,11 @@ class Operation:
 
     def handle(self, item: Any, ctx: ItemContext) -> None:
         raise NotImplementedError
+
+    # Optional: handle a whole page of items at once (one UPDATE instead of one per item). Declare
+    # it as a method `def handle_many(self, items, ctx: BatchContext)`. If it raises, the page is
+    # redone item by item with `handle`, so failures stay per item.
+    handle_many: Callable[[list[Any], BatchContext], None] | None = None
 
     def item_key(self, item: Model) -> str:
         return str(item.pk)

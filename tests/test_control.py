@@ -92,7 +92,7 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
             canceller.start()
             canceller.join()
 
-    with mock.patch.object(op_class, "handle", handle):
+    with mock.patch.object(op_class, "handle", handle), mock.patch.object(op_class, "handle_many", None):
         assert engine.run_chunk(chunk_id, budget_seconds=600) is engine.ChunkState.GONE
 
     batch.refresh_from_db()
@@ -187,7 +187,11 @@ def test_an_item_past_its_time_limit_fails_as_timed_out_and_the_rest_go_on(fast_
                 pass
         real_handle(self, ticket, ctx)
 
-    with mock.patch.object(ReissueTickets, "item_time_limit", 0.2), mock.patch.object(ReissueTickets, "handle", handle):
+    with (
+        mock.patch.object(ReissueTickets, "item_time_limit", 0.2),
+        mock.patch.object(ReissueTickets, "handle", handle),
+        mock.patch.object(ReissueTickets, "handle_many", None),
+    ):
         batch = run_all(start(event, alice))
 
     failures = dict(ItemFailure.objects.filter(batch=batch).values_list("item_key", "error"))

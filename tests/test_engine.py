@@ -8,6 +8,7 @@ from django.db import OperationalError, connection
 
 from batches import engine
 from batches.demo.models import Ticket
+from batches.demo.operations import ReissueTickets
 from batches.models import Batch, BatchStatus, Chunk, ItemFailure
 from batches.services import start_batch
 
@@ -37,9 +38,19 @@ def assert_counters_match_the_tables(batch: Batch, event) -> None:
     assert batch.done_count + batch.failed_count + batch.skipped_count == batch.total
 
 
+@pytest.fixture(params=["bulk handler", "item by item"])
+def handler_mode(request):
+    """The demo has a bulk handler; without it the engine calls `handle` per item."""
+    if request.param == "bulk handler":
+        yield
+        return
+    with mock.patch.object(ReissueTickets, "handle_many", None):
+        yield
+
+
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_handles_every_item_once_and_records_failures(fast_demo, make_event, make_user):
+def test_a_batch_handles_every_item_once_and_records_failures(fast_demo, handler_mode, make_event, make_user):
     event = make_event(tickets=1234)
     batch = run_to_the_end(start(event, make_user("alice")))
 
@@ -87,6 +98,7 @@ def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(fast_demo, mak
 
     with (
         mock.patch.object(type(engine.get_operation("reissue_tickets")), "handle", dies_on_the_150th_item),
+        mock.patch.object(type(engine.get_operation("reissue_tickets")), "handle_many", None),
         pytest.raises(OperationalError),
     ):
         engine.run_chunk(chunk_id, budget_seconds=600)
