@@ -18,9 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
 from datetime import datetime, timedelta
-from itertools import islice
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +32,7 @@ from .timeouts import ItemTimedOut, time_limit
 
 logger = logging.getLogger(__name__)
 
-# The most items handled per page (also the server-side cursor's fetch size).
+# The most items loaded and handled per page.
 _MAX_PAGE = 2000
 _DATABASE_GONE = (OperationalError, InterfaceError)
 
@@ -117,22 +115,27 @@ def run_chunk(chunk_id: int, *, budget_seconds: float | None = None) -> ChunkSta
     """Run checkpoints on a chunk until it finishes or the budget is spent (then MORE is returned)."""
     budget = settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
+    pace = Pace()
     while True:
-        state = run_checkpoint(chunk_id)
+        state = run_checkpoint(chunk_id, pace=pace)
         if state is not ChunkState.MORE or time.monotonic() >= deadline or stopping.is_set():
             return state
         if settings.BATCHES_CHECKPOINT_PAUSE_SECONDS:
             time.sleep(settings.BATCHES_CHECKPOINT_PAUSE_SECONDS)
 
 
-def run_checkpoint(chunk_id: int, *, clock: Callable[[], float] = time.monotonic) -> ChunkState:
+def run_checkpoint(
+    chunk_id: int, *, clock: Callable[[], float] = time.monotonic, pace: Pace | None = None
+) -> ChunkState:
     with transaction.atomic():
         chunk = Chunk.objects.select_for_update(of=("self",)).select_related("batch").filter(pk=chunk_id).first()
         if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
             return ChunkState.GONE
         batch = chunk.batch
         op = get_operation(batch.operation)
-        done, failures, exhausted = _process_items(op, chunk, clock() + settings.BATCHES_CHECKPOINT_SECONDS, clock)
+        done, failures, exhausted = _process_items(
+            op, chunk, clock() + settings.BATCHES_CHECKPOINT_SECONDS, clock, pace or Pace()
+        )
         now = timezone.now()
         counters: dict[str, Any] = {
             "done_count": F("done_count") + done,
@@ -161,58 +164,103 @@ def run_checkpoint(chunk_id: int, *, clock: Callable[[], float] = time.monotonic
         return ChunkState.FINISHED if exhausted else ChunkState.MORE
 
 
+class Pace:
+    """How many items make a page: grown while items are fast, fitted to the time left.
+
+    Carried from one checkpoint of a message to the next, so that once the items' speed is known
+    a checkpoint of slow items loads them in one page and a checkpoint of fast ones in full pages.
+    """
+
+    __slots__ = ("items", "seconds", "size")
+
+    def __init__(self) -> None:
+        self.size = 1
+        self.items = 0
+        self.seconds = 0.0
+
+    @property
+    def seconds_per_item(self) -> float:
+        return self.seconds / self.items if self.items else 0.0
+
+    def page_size(self, seconds_left: float) -> int:
+        """The items that fit in the time left and one more, no more than the page has grown to.
+
+        The one more saves a page query for the last sliver of a checkpoint; an item-by-item page
+        stops when the time is up anyway.
+        """
+        per_item = self.seconds_per_item
+        fits = int(seconds_left / per_item) + 1 if per_item > 0 else _MAX_PAGE
+        return min(self.size, fits)
+
+    def record(self, items: int, seconds: float) -> None:
+        self.items += items
+        self.seconds += seconds
+        self.size = min(self.size * 4, _MAX_PAGE)
+
+
 def _process_items(
-    op: Operation, chunk: Chunk, ends_at: float, clock: Callable[[], float]
+    op: Operation, chunk: Chunk, ends_at: float, clock: Callable[[], float], pace: Pace
 ) -> tuple[int, list[ItemFailure], bool]:
     """Handle items after the cursor until time is up; return (done, failures, chunk exhausted).
 
-    Items stream through one server-side cursor in pages: the first is one item, then each page
-    doubles while the items are fast, and shrinks to what fits the time left when they are slow,
-    so that even a bulk handler's page ends near the checkpoint's end.
+    Items come in keyset pages, each a bounded range scan, sized by `pace` so that no item is
+    loaded for nothing and even a bulk handler's page ends near the checkpoint's end.
     """
     done = 0
     failures: list[ItemFailure] = []
-    after = chunk.cursor if chunk.cursor is not None else chunk.after_key
     items = batch_items(chunk.batch, op).filter(pk__lte=chunk.last_key).order_by("pk")
-    if after is not None:
-        items = items.filter(pk__gt=after)
-    page_size = 1
-    with closing(items.iterator(chunk_size=_MAX_PAGE)) as stream:
-        while True:
-            page = list(islice(stream, page_size))
-            if not page:
-                return done, failures, True
-            page_started = clock()
-            handled, page_failures = _handle_page(op, chunk.batch_id, page, ends_at, clock)
-            done += handled - len(page_failures)
-            failures += page_failures
-            chunk.cursor = page[handled - 1].pk
-            now = clock()
-            if handled < len(page) or now >= ends_at:
-                return done, failures, chunk.cursor == chunk.last_key
-            seconds_per_item = (now - page_started) / handled
-            fits = int((ends_at - now) / seconds_per_item) if seconds_per_item > 0 else _MAX_PAGE
-            page_size = max(1, min(page_size * 2, fits, _MAX_PAGE))
+    now = clock()
+    while True:
+        after = chunk.cursor if chunk.cursor is not None else chunk.after_key
+        remaining = items if after is None else items.filter(pk__gt=after)
+        size = pace.page_size(ends_at - now)
+        page_started = now
+        handled, last_key, page_failures = _handle_page(op, chunk.batch_id, remaining, size, ends_at, clock)
+        if not handled:
+            return done, failures, True
+        done += handled - len(page_failures)
+        failures += page_failures
+        chunk.cursor = last_key
+        now = clock()
+        pace.record(handled, now - page_started)
+        if handled < size or now + pace.seconds_per_item > ends_at:
+            return done, failures, chunk.cursor == chunk.last_key
 
 
 def _handle_page(
-    op: Operation, batch_id: int, page: list[Any], ends_at: float, clock: Callable[[], float]
-) -> tuple[int, list[ItemFailure]]:
-    """Handle a prefix of the page (all of it unless time runs out); return its length and failures.
+    op: Operation,
+    batch_id: int,
+    remaining: QuerySet[Any],
+    size: int,
+    ends_at: float,
+    clock: Callable[[], float],
+) -> tuple[int, Any, list[ItemFailure]]:
+    """Handle up to `size` items from `remaining`: return how many, the last one's key, the failures.
 
-    A bulk handler takes the whole page in one call; if it raises, the page is redone item by
-    item so that the failure is pinned to its item.
+    A bulk handler takes the whole page in one call, as a queryset over the page's key range, so
+    that it can update it in one statement without loading it. If it raises, the page is redone
+    item by item so that the failure is pinned to its item.
     """
     if op.handle_many is not None:
+        keys = list(remaining.values_list("pk", flat=True)[:size])
+        if not keys:
+            return 0, None, []
+        page = remaining.filter(pk__lte=keys[-1])
         try:
-            with transaction.atomic(), time_limit(op.item_time_limit * len(page)):
+            with transaction.atomic(), time_limit(op.item_time_limit * len(keys)):
                 op.handle_many(page, BatchContext(batch_id))
-            return len(page), []
+            return len(keys), keys[-1], []
         except _DATABASE_GONE:
             raise
         except Exception:
-            logger.info("Bulk handler of %s failed on %s items; redoing them one by one.", op.name, len(page))
-    return _handle_items(op, batch_id, page, ends_at, clock)
+            logger.info("Bulk handler of %s failed on %s items; redoing them one by one.", op.name, len(keys))
+        items = list(page.all())  # fresh instances: the handler may have changed the ones it loaded
+    else:
+        items = list(remaining[:size])
+    if not items:
+        return 0, None, []
+    handled, failures = _handle_items(op, batch_id, items, ends_at, clock)
+    return handled, items[handled - 1].pk, failures
 
 
 def _handle_items(

@@ -10,6 +10,7 @@ class ReissueTickets(Operation):
     def may_act(self, user, params): ...       # who may start it and see its batches
     def items(self, params): ...               # -> a queryset; walked in primary-key order
     def handle(self, item, ctx): ...           # one item; raise to record it as failed
+    def handle_many(self, items, ctx): ...     # optional: a whole page in one statement
 """
 
 from __future__ import annotations
@@ -83,10 +84,12 @@ class Operation:
     def handle(self, item: Any, ctx: ItemContext) -> None:
         raise NotImplementedError
 
-    # Optional: handle a whole page of items at once (one UPDATE instead of one per item). Declare
-    # it as a method `def handle_many(self, items, ctx: BatchContext)`. If it raises, the page is
-    # redone item by item with `handle`, so failures stay per item.
-    handle_many: Callable[[list[Any], BatchContext], None] | None = None
+    # Optional: handle a whole page of items at once. Declare it as a method
+    # `def handle_many(self, items: QuerySet, ctx: BatchContext)`: `items` is the page as a
+    # queryset (a primary-key range of `items()`), so one `items.update(...)` does the page in one
+    # statement; iterate it for the instances when each needs its own value. If it raises, the page
+    # is redone item by item with `handle`, so failures stay per item.
+    handle_many: Callable[[QuerySet[Any], BatchContext], None] | None = None
 
     def item_key(self, item: Model) -> str:
         return str(item.pk)
