@@ -22,4 +22,4 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
 USER app
 
 EXPOSE 8000
-CMD ["gunicorn", "site_config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+CMD ["gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]

@@ -28,10 +28,11 @@ def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
 
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
     """One query: the batch with who started it, or None when it is missing or not the user's to see."""
-    batch = Batch.objects.select_related("created_by", "cancelled_by").filter(pk=batch_id).first()
-    if batch is None or not may_view(user, batch):
+    try:
+        batch = Batch.objects.select_related("created_by", "cancelled_by").get(pk=batch_id)
+    except Batch.DoesNotExist:
         return None
-    return batch
+    return batch if may_view(user, batch) else None
 
 
 def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:

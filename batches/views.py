@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
 
 from . import selectors
 from .models import Batch
@@ -28,6 +29,7 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 
 PANEL_TEMPLATE = "batches/_panel.html"
+LIVE_TEMPLATE = "batches/_live.html"
 
 
 def panel_context(
@@ -144,10 +146,18 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The polled fragment: session, user and batch are its only queries."""
+    """The polled fragment: session, user and batch are its only queries.
+
+    While the batch keeps the status the page shows (`?shown=`), only its live figures are
+    rendered; once the status changed (queued, running, then an end) the whole panel is, and
+    swapped in for the old one: a finished panel carries no polling, so polling stops.
+    """
     batch = _visible_batch_or_404(request, pk)
     context = panel_context(_operation_of(batch), batch.params, batch)
-    return render(request, PANEL_TEMPLATE, {**context, "fragment": True})
+    if batch.is_active and request.GET.get("shown") == batch.status:
+        return render(request, LIVE_TEMPLATE, {**context, "live_only": True})
+    response = render(request, PANEL_TEMPLATE, {**context, "fragment": True})
+    return reswap(retarget(response, f"#panel-{batch.operation}"), "outerHTML")
 
 
 @login_required

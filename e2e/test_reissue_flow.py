@@ -76,7 +76,7 @@ def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scen
     expect(second_tab.locator(f'a[href="/batches/{batch.pk}/"]')).to_be_visible()
 
     first_tab.reload()
-    expect(first_tab.locator(f'.batch-panel[hx-get="/batches/{batch.pk}/progress/"]')).to_be_visible()
+    expect(first_tab.locator(f'.batch-panel[hx-get^="/batches/{batch.pk}/progress/"]')).to_be_visible()
     expect(first_tab.get_by_role("button", name="Reissue tickets")).to_be_disabled()
     assert Batch.objects.count() == 1
 

@@ -131,15 +131,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(log_path: Path, *, threads: int = 1, **env: str) -> Iterator[str]:
+def gunicorn(log_path: Path, *, threads: int = 16, **env: str) -> Iterator[str]:
     """The web command of the Dockerfile, on the test database; yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "site_config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    command = [sys.executable, "-m", "gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [*command, "--threads", str(threads)],
+            command,
             cwd=BASE_DIR,
-            env=subprocess_env(**env),
+            env=subprocess_env(
+                GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2", GUNICORN_THREADS=str(threads), **env
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

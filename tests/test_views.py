@@ -37,7 +37,7 @@ def test_htmx_start_answers_with_the_first_progress_fragment(alice_client, event
     assert response.status_code == 202
     batch = Batch.objects.get()
     html = response.content.decode()
-    assert f'hx-get="/batches/{batch.pk}/progress/"' in html
+    assert f'hx-get="/batches/{batch.pk}/progress/?shown=queued"' in html
     assert 'hx-trigger="every 1s' in html
     assert re.search(r"<button[^>]*disabled", html), "the start button is rendered disabled while active"
     assert 'data-figure="done">0<' in html
@@ -112,7 +112,7 @@ def test_a_colleague_who_may_act_on_the_scope_sees_the_batch_from_the_event_page
     colleague = Client()
     colleague.force_login(make_user("bob"))
     page = colleague.get(f"/events/{event.pk}/").content.decode()
-    assert f'hx-get="/batches/{batch.pk}/progress/"' in page
+    assert f'hx-get="/batches/{batch.pk}/progress/?shown=' in page
     assert colleague.get(f"/batches/{batch.pk}/").status_code == 200
 
 
@@ -121,11 +121,22 @@ def test_the_progress_poll_costs_at_most_three_queries(alice_client, event, djan
     batch = Batch.objects.get()
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.RUNNING, total=10, done_count=4)
 
+    # The page shows a running batch: only its live figures come back, for the panel to swap in.
     with django_assert_max_num_queries(3):
-        response = alice_client.get(f"/batches/{batch.pk}/progress/", **HTMX)
+        response = alice_client.get(f"/batches/{batch.pk}/progress/?shown=running", **HTMX)
     html = response.content.decode()
     assert 'data-figure="done">4<' in html and 'data-figure="percent">40%<' in html
     assert "<title>40% · Reissue tickets · Gala</title>" in html
+    assert "<form" not in html and "HX-Retarget" not in response.headers
+
+    # The page still shows it queued: the whole panel comes back, retargeted to replace the old one.
+    with django_assert_max_num_queries(3):
+        response = alice_client.get(f"/batches/{batch.pk}/progress/?shown=queued", **HTMX)
+    assert response.headers["HX-Retarget"] == "#panel-reissue_tickets"
+    assert response.headers["HX-Reswap"] == "outerHTML"
+    html = response.content.decode()
+    assert 'data-status="running"' in html and 'data-figure="done">4<' in html
+    assert f'hx-get="/batches/{batch.pk}/progress/?shown=running"' in html
 
 
 def test_a_finished_batch_stops_polling_and_shows_its_summary(alice_client, event):
