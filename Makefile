@@ -8,8 +8,11 @@ DEPS := $(VENV)/.deps-$(shell cat requirements.txt requirements-dev.txt | cksum 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 ADDR ?= 127.0.0.1:8000
+# The benchmarks get a database and a Redis db of their own (created if missing).
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: run test lint fmt clean
+.PHONY: run test bench lint fmt clean
 
 $(DEPS): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +37,12 @@ test: $(DEPS) lint
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not zero_setup"
 	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"
 	DATABASE_URL= REDIS_URL= $(PY) -m pytest -m "both_backends or zero_setup"
+
+# Not part of `make test`: timings belong in side-by-side ratios, not in assertions.
+bench: $(DEPS)
+	bash .ci/ensure-services
+	bash bench/ensure-wrk
+	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/run.py
 
 fmt: $(DEPS)
 	$(VENV)/bin/ruff format .
