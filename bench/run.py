@@ -6,15 +6,16 @@ its own. Ratios, not absolute figures, are what the targets are about: the machi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ django.setup()
 import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.base_user import AbstractBaseUser  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import F, QuerySet  # noqa: E402
@@ -121,16 +123,10 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 # --- data -----------------------------------------------------------------------------------
-USER = None
-
-
-def bench_user():
-    global USER
-    if USER is None:
-        USER, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_superuser": True})
-        USER.is_superuser = True
-        USER.save()
-    return USER
+@functools.cache
+def bench_user() -> AbstractBaseUser:
+    user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
+    return user
 
 
 def event_with(tickets: int) -> Event:
@@ -319,7 +315,7 @@ def polling_cost() -> None:
         assert client.get(poll, headers={"HX-Request": "true"}).status_code == 200
     report("queries per progress poll", str(len(queries)), "≤ 3", len(queries) <= 3)
 
-    wrk = _which("wrk")
+    wrk = shutil.which("wrk")
     if wrk is None:
         report(f"{POLLERS} pollers", "not measured: wrk is not installed (apt-get install wrk)", "p99 < 50 ms", False)
         return
@@ -378,12 +374,6 @@ def _wrk(wrk: str, script: Path, url: str) -> Load:
 def _ms(value: str) -> float:
     number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-
-def _which(name: str) -> str | None:
-    from shutil import which
-
-    return which(name)
 
 
 class _gunicorn:
@@ -606,5 +596,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "bench"
     sys.exit(main())
