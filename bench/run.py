@@ -12,7 +12,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +69,7 @@ from batches.api.tokens import create_token  # noqa: E402
 from batches.demo.models import Event, Ticket  # noqa: E402
 from batches.models import Batch, BatchStatus  # noqa: E402
 from batches.services import end_batch, start_batch  # noqa: E402
+from tests.support import WorkerProcess, gunicorn, wait_until  # noqa: E402
 
 
 @dataclass
@@ -320,7 +320,9 @@ def polling_cost() -> None:
         report(f"{POLLERS} pollers", "not measured: wrk is not installed (apt-get install wrk)", "p99 < 50 ms", False)
         return
     session = client.cookies["sessionid"].value
-    with tempfile.TemporaryDirectory() as tmp, _gunicorn(Path(tmp)) as base:
+    # The web command of docker-compose.yml (3 processes), with the bench's reference view.
+    env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "CONN_MAX_AGE": "60"}
+    with tempfile.TemporaryDirectory() as tmp, gunicorn(Path(tmp) / "gunicorn.log", workers=3, **env) as base:
         script = Path(tmp) / "poll.lua"
         # Each connection is an open page polling about once a second; the jitter spreads them
         # as independent pages are, instead of 200 requests landing in the same millisecond.
@@ -376,98 +378,37 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
-class _gunicorn:
-    """The web command of docker-compose.yml (its gunicorn config), with the bench's reference view."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-
-    def __enter__(self) -> str:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"],
-            cwd=BASE_DIR,
-            stdout=(self.tmp / "gunicorn.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "bench.settings",
-                "GUNICORN_BIND": f"127.0.0.1:{port}",
-                "CONN_MAX_AGE": "60",
-            },
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
 # --- 5 and 6. real worker processes ---------------------------------------------------------
-class Workers:
-    def __init__(self, processes: int, threads: int, **env: str) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
-            cwd=BASE_DIR,
-            env={**os.environ, "LOG_LEVEL": "INFO", **env},  # INFO: "Worker process is ready"
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes = processes
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while Path(self.log.name).read_text().count("Worker process is ready") < self.processes:
-            assert time.monotonic() < deadline and self.process.poll() is None, Path(self.log.name).read_text()
-            time.sleep(0.1)
-
-    def rss_mb(self) -> float:
-        """The largest resident set of the worker processes (the master's children)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        largest = 0.0
-        for pid in children.read_text().split() if children.exists() else []:
-            status = Path(f"/proc/{pid}/status")
-            if status.exists():
-                match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
-                largest = max(largest, int(match.group(1)) / 1024 if match else 0)
-        return largest
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+def worker(**env: str) -> WorkerProcess:
+    """A `rundramatiq` process on the bench database, logging at INFO ("Worker process is ready")."""
+    return WorkerProcess(Path(tempfile.mkdtemp(prefix="bench-worker-")) / "worker.log", LOG_LEVEL="INFO", **env)
 
 
-def wait_finished(batch: Batch, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while Batch.objects.filter(pk=batch.pk, status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).exists():
-        assert time.monotonic() < deadline, "the batch did not finish in time"
-        time.sleep(0.05)
+def finished(batch_id: int) -> bool:
+    return not Batch.objects.filter(pk=batch_id).active().exists()
+
+
+def largest_child_rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """The largest resident set of a worker's processes (the children of its master)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    largest = 0.0
+    for pid in children.read_text().split() if children.exists() else []:
+        status = Path(f"/proc/{pid}/status")
+        if status.exists():
+            match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            largest = max(largest, int(match.group(1)) / 1024 if match else 0)
+    return largest
 
 
 def scale(big: Event) -> None:
     print("5. Scale: a 1,000,000-item batch on a real worker (the demo's bulk handler)", flush=True)
     reset(big)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    workers = Workers(1, 2, DEMO_ITEM_DELAY_MS="0", DEMO_FAIL_EVERY="0")
+    workers = worker(DEMO_ITEM_DELAY_MS="0", DEMO_FAIL_EVERY="0")
     rss: list[tuple[int, float]] = []
     seen: list[float] = []
     try:
+        workers.start(threads=2)
         workers.wait_ready()
         batch = start_batch(operation="reissue_tickets", data={"event_id": big.pk}, user=bench_user()).batch
         started = time.monotonic()
@@ -478,7 +419,7 @@ def scale(big: Event) -> None:
             if current[0] != last:
                 seen.append(now)
                 last = current[0]
-            rss.append((current[0], workers.rss_mb()))
+            rss.append((current[0], largest_child_rss_mb(workers.process)))
             if current[1] not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
                 break
             assert now - started < 600, "the million-item batch took over 10 minutes"
@@ -520,12 +461,13 @@ def fan_out() -> None:
     for processes in (1, 2):
         reset(event)
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
-        workers = Workers(processes, 1, DEMO_ITEM_DELAY_MS="5", DEMO_FAIL_EVERY="0")
+        workers = worker(DEMO_ITEM_DELAY_MS="5", DEMO_FAIL_EVERY="0")
         try:
+            workers.start(threads=1, processes=processes)
             workers.wait_ready()
             started = time.monotonic()
             batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bench_user()).batch
-            wait_finished(batch, timeout=300)
+            wait_until(functools.partial(finished, batch.pk), timeout=300, what="the batch to finish")
             times[processes] = time.monotonic() - started
         finally:
             workers.stop()

@@ -59,11 +59,13 @@ class WorkerProcess:
         self.log_path = log_path
         self.env = subprocess_env(**env)
         self.process: subprocess.Popen[bytes] | None = None
+        self.processes = 1
 
-    def start(self, threads: int = 2) -> None:
+    def start(self, threads: int = 2, processes: int = 1) -> None:
+        self.processes = processes
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads)],
+            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
             cwd=BASE_DIR,
             env=self.env,
             stdout=log,
@@ -75,7 +77,7 @@ class WorkerProcess:
         def ready() -> bool:
             if self.process and self.process.poll() is not None:
                 raise AssertionError(f"The worker exited early:\n{self.log()}")
-            return "Worker process is ready for action." in self.log()
+            return self.log().count("Worker process is ready for action.") >= self.processes
 
         wait_until(ready, timeout=timeout, what="the worker to be ready")
 
@@ -131,7 +133,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(log_path: Path, *, threads: int = 16, **env: str) -> Iterator[str]:
+def gunicorn(log_path: Path, *, workers: int = 2, threads: int = 16, **env: str) -> Iterator[str]:
     """The web command of the Dockerfile, on the test database; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]
@@ -140,7 +142,7 @@ def gunicorn(log_path: Path, *, threads: int = 16, **env: str) -> Iterator[str]:
             command,
             cwd=BASE_DIR,
             env=subprocess_env(
-                GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2", GUNICORN_THREADS=str(threads), **env
+                GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads), **env
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
