@@ -1,4 +1,4 @@
-# One image for the web server (gunicorn) and the worker (rundramatiq).
+# One image for the web server (granian, site_config/web_server.py) and the worker (rundramatiq).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,5 +21,7 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --home-dir /app app
 USER app
 
-EXPOSE 8000
-CMD ["gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]
+# 8000: the web server (/healthz, /readyz, /metrics); 9191: a worker's Dramatiq exporter (DRAMATIQ_PROMETHEUS=1).
+EXPOSE 8000 9191
+# granian stops on SIGTERM once the requests in flight are answered (30 s at most).
+CMD ["python", "-m", "site_config.web_server"]

@@ -7,6 +7,11 @@ DEPS := $(VENV)/.deps-$(shell cat requirements.txt requirements-dev.txt | cksum 
 # The tests talk to real services; these are the machine-local defaults.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# RabbitMQ's default vhost and guest account (guest may log in from localhost only).
+TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
+# The tests that run real worker processes, run a second time on RabbitMQ.
+BROKER_TESTS := tests/test_worker_process.py tests/test_faults.py tests/test_cli.py \
+	tests/test_pool.py::test_a_killed_workers_chunks_move_again_within_ten_seconds
 ADDR ?= 127.0.0.1:8000
 # The benchmarks get a database and a Redis db of their own (created if missing).
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches_bench
@@ -35,14 +40,17 @@ test: $(DEPS) lint
 	$(PY) manage.py makemigrations --check --dry-run
 	@echo "== Pass 1: Postgres + Redis + real worker processes + browser"
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not zero_setup"
+	@echo "== Pass 1b: the worker-process, fault and terminal-client tests again, on RabbitMQ"
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(BROKER_TESTS)
 	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"
 	DATABASE_URL= REDIS_URL= $(PY) -m pytest -m "both_backends or zero_setup"
 
 # Not part of `make test`: timings belong in side-by-side ratios, not in assertions.
+# `make bench ROWS="4 7"` runs only those rows (printed, bench/RESULTS.md left as it is).
 bench: $(DEPS)
 	bash .ci/ensure-services
 	bash bench/ensure-wrk
-	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/run.py
+	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) bench/run.py $(ROWS)
 
 fmt: $(DEPS)
 	$(VENV)/bin/ruff format .

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from batches.demo.models import Event, Ticket
-from tests.support import WorkerProcess
+from batches.models import Batch, BatchStatus, ItemFailure
+from tests.support import WorkerProcess, flush_broker
 
 
 @pytest.fixture
@@ -37,10 +37,28 @@ def make_user(db) -> Callable[..., object]:
     return make
 
 
-def flush_broker() -> None:
-    import redis
+@pytest.fixture
+def make_finished_batch(make_event) -> Callable[..., Batch]:
+    """A finished reissue batch over a new event of `tickets` tickets, seat `failed` its one failure."""
 
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    def make(name: str, *, tickets: int, failed: int, created_by: object) -> Batch:
+        event = make_event(tickets=tickets, name=name)
+        batch = Batch.objects.create(
+            operation="reissue_tickets",
+            scope_key=f"event:{event.pk}",
+            params={"event_id": event.pk},
+            scope_label=name,
+            status=BatchStatus.FINISHED,
+            total=tickets,
+            done_count=tickets - 1,
+            failed_count=1,
+            created_by=created_by,
+        )
+        error = f"Seat {failed} is blocked by the venue."
+        ItemFailure.objects.create(batch=batch, item_key=str(failed), item_pk=failed, error=error)
+        return batch
+
+    return make
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
-"""Dramatiq actors: thin wrappers that hand over to the engine."""
+"""Dramatiq actors: thin wrappers that hand over to the engine and the state changes.
+
+A batch runs as up to `max_parallel` runner messages. Each claims a chunk, works it while the
+batch keeps its fair share of the pool, and when it yields sends itself to the back of the
+queue: a FIFO queue of short turns is round robin between batches (batches/scheduler.py).
+"""
 
 import dramatiq
 
-from . import engine
-from .models import BatchStatus, Chunk
+from . import dispatch, engine, state
+from .models import BatchStatus
 
-# A message works on a chunk for BATCHES_MESSAGE_SECONDS and then hands over to a fresh one, so
+# A runner works for at most BATCHES_MESSAGE_SECONDS and then hands over to a fresh message, so
 # no single message comes near this limit, however long the batch.
 _RETRYING = {
     "time_limit": 30 * 60 * 1000,
@@ -14,33 +19,34 @@ _RETRYING = {
     "max_backoff": 60_000,
     "on_retry_exhausted": "batch_message_gave_up",
 }
+# A runner over its batch's share before it began waits this long before it asks again.
+_WAIT_MS = 500
 
 
-@dramatiq.actor(**_RETRYING)
+@dramatiq.actor(actor_name=dispatch.PLAN, queue_name=dispatch.QUEUE, **_RETRYING)
 def plan_batch(batch_id: int) -> None:
-    for chunk_id in engine.plan(batch_id):
-        run_chunk.send(chunk_id)
+    runners = state.plan(batch_id)
+    if runners > 1:
+        dispatch.run(batch_id, count=runners - 1)
+    if runners:
+        run_batch(batch_id)  # this message is the first runner: the batch's first items start at once
 
 
-@dramatiq.actor(**_RETRYING)
-def run_chunk(chunk_id: int) -> None:
-    if engine.run_chunk(chunk_id) is engine.ChunkState.MORE:
-        run_chunk.send(chunk_id)
+@dramatiq.actor(actor_name=dispatch.RUN, queue_name=dispatch.QUEUE, **_RETRYING)
+def run_batch(batch_id: int) -> None:
+    outcome = engine.run_runner(batch_id)
+    if outcome is engine.RunnerOutcome.AGAIN:
+        dispatch.run(batch_id)
+    elif outcome is engine.RunnerOutcome.WAIT:
+        dispatch.run(batch_id, delay_ms=_WAIT_MS)
 
 
 @dramatiq.actor(max_retries=3)
 def batch_message_gave_up(message: dict, retries: dict) -> None:
-    """A plan or chunk message failed every retry: fail its batch, visibly, with the last error."""
-    from .services import end_batch
-
-    (target,) = message["args"]
-    batch_id = target if message["actor_name"] == "plan_batch" else None
-    if batch_id is None:
-        batch_id = Chunk.objects.filter(pk=target).values_list("batch_id", flat=True).first()
-    if batch_id is None:
-        return
+    """A plan or runner message failed every retry: fail its batch, visibly, with the last error."""
+    (batch_id,) = message["args"]
     last_error = (message.get("options", {}).get("traceback") or "").strip().splitlines()[-1:] or ["unknown error"]
-    end_batch(
+    state.end(
         batch_id,
         BatchStatus.FAILED,
         error=f"Gave up after {retries.get('retries', '?')} retries of {message['actor_name']}: {last_error[0]}",

@@ -1,19 +1,33 @@
-"""Job review for operators: read-only, everything a batch did at a glance."""
+"""Job review for operators: read-only, everything a batch did at a glance.
+
+One rule with the app: a staff user sees (and acts on) only the batches selectors.visible_batches
+gives them, and API tokens only their own; only a superuser sees all and may make tokens for others.
+"""
+
+from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
+from django_dramatiq import admin as dramatiq_admin
 
-from . import recovery, selectors
+from . import recovery, selectors, workers
 from .api import tokens
-from .models import ApiToken, Batch, ItemFailure
+from .models import ApiToken, Batch, ItemFailure, Worker
 from .services import cancel_batch, retry_failed
+from .status import describe
 
 FAILURES_INLINE = 20
+
+# django_dramatiq's task log: this project keeps none (its work is in batches), so the admin
+# does not show an always-empty section. Importing its admin registers it first.
+admin.site.unregister(dramatiq_admin.Task)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -27,15 +41,43 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class VisibleOperationFilter(admin.SimpleListFilter):
+    """The operations of the batches the user may see (the stock filter would list every batch's)."""
+
+    title = "operation"
+    parameter_name = "batch__operation"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = selectors.visible_batches(request.user).order_by("operation").values_list("operation", flat=True)
+        return [(name, selectors.operation_label(name)) for name in names.distinct()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ItemFailure]) -> QuerySet[ItemFailure]:
+        return queryset.filter(batch__operation=self.value()) if self.value() else queryset
+
+
+class BatchOperationFilter(admin.SimpleListFilter):
+    """The operations of the visible batches, by their labels."""
+
+    title = "operation"
+    parameter_name = "operation"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return selectors.visible_operations(request.user)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> QuerySet[Batch]:
+        return queryset.filter(operation=self.value()) if self.value() else queryset
+
+
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
     actions = ["cancel", "retry_failed_items", "resume_stale"]
     list_display = [
         "id",
-        "operation",
+        "operation_label",
         "scope_label",
         "created_by",
         "status",
+        "condition",
         "progress_percent",
         "done_count",
         "failed_count",
@@ -44,16 +86,17 @@ class BatchAdmin(ReadOnlyAdmin):
         "started_at",
         "finished_at",
     ]
-    list_filter = ["status", "operation", "created_by", "created_at"]
+    list_filter = ["status", BatchOperationFilter, ("created_by", admin.RelatedOnlyFieldListFilter), "created_at"]
     search_fields = ["scope_key", "scope_label", "operation", "created_by__username", "=id"]
     list_select_related = ["created_by"]
     date_hierarchy = "created_at"
     fields = [
-        "operation",
+        "operation_label",
         "scope_key",
         "scope_label",
         "params",
         "status",
+        "condition",
         "created_by",
         "progress_percent",
         "total",
@@ -69,7 +112,13 @@ class BatchAdmin(ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
-    # The actions go through the same services as the web UI, with the same visibility rules.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
+        # The list, its filters, the change page and every action's queryset all come from here.
+        visible = selectors.visible_batches(request.user)
+        ordering = self.get_ordering(request)
+        return visible.order_by(*ordering) if ordering else visible
+
+    # The actions get only visible batches and go through the same services as the web UI.
     @admin.action(description="Cancel selected batches")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
         ended = 0
@@ -95,15 +144,27 @@ class BatchAdmin(ReadOnlyAdmin):
     @admin.action(description="Resume selected batches if they are stale")
     def resume_stale(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
         now = timezone.now()
+        # `queryset` holds only batches visible to the user (see get_queryset).
         stale = queryset.active().filter(lease_expires_at__lt=now)
         done = [recovery.resume_by_id(batch.pk, now) for batch in stale]
         skipped = queryset.count() - len(done)
         summary = ", ".join(f"#{item.batch_id} {item.action}" for item in done if item) or "none"
         self.message_user(request, f"Recovered: {summary}. Not stale (left alone): {skipped}.", messages.INFO)
 
-    @admin.display(description="progress")
+    @admin.display(description="now")
+    def condition(self, batch: Batch) -> str:
+        return describe(batch).message
+
+    @admin.display(description="operation", ordering="operation")
+    def operation_label(self, batch: Batch) -> str:
+        return selectors.operation_label(batch.operation)
+
+    @admin.display(description="worked")
     def progress_percent(self, batch: Batch) -> str:
-        return f"{selectors.progress(batch).percent}%"
+        """Of the total, the share worked (done or failed); skipped items are said apart."""
+        figures = selectors.progress(batch)
+        skipped = f", {figures.skipped} skipped" if figures.skipped else ""
+        return f"{figures.percent}%{skipped}"
 
     @admin.display(description="failed items")
     def failed_items(self, batch: Batch) -> str:
@@ -118,19 +179,32 @@ class BatchAdmin(ReadOnlyAdmin):
 @admin.register(ItemFailure)
 class ItemFailureAdmin(ReadOnlyAdmin):
     list_display = ["batch", "item_key", "error", "created_at"]
-    list_filter = ["batch__operation", "created_at"]
+    list_filter = [VisibleOperationFilter, "created_at"]
     search_fields = ["item_key", "error", "=batch__id"]
     list_select_related = ["batch"]
     raw_id_fields = ["batch"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ItemFailure]:
+        failures = super().get_queryset(request)
+        if request.user.is_superuser:
+            return failures
+        return failures.filter(batch__in=selectors.visible_batches(request.user).values("pk"))
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # The batch page links here filtered to its own failures.
         return lookup == "batch__id__exact" or super().lookup_allowed(lookup, value, request)
 
 
+_SECRET_ATTR = "_secret_shown_once"
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens for API clients: the secret is shown once, when the token is created."""
+    """Tokens for API clients: the secret is shown once, in the page that answers the creation.
+
+    A user manages only their own tokens; only a superuser may see all or make one for someone else.
+    A password change or reset revokes the user's tokens (batches.accounts).
+    """
 
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at", "created_at"]
@@ -138,10 +212,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     actions = ["revoke"]
+    created_template = "admin/batches/apitoken/created.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        every = super().get_queryset(request)
+        return every if request.user.is_superuser else every.filter(user=request.user)
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
         if obj is None:
-            return ["user", "name"]
+            # Not offered, so a forged `user` in the POST is never read: save_model makes it theirs.
+            return ["user", "name"] if request.user.is_superuser else ["name"]
         return ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
@@ -151,15 +231,53 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False  # revoke instead: the record of who had access stays
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: object, change: bool) -> None:
-        raw = None if change else tokens.assign_secret(obj)
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        if not request.user.is_superuser:
+            obj.user = request.user
+        setattr(obj, _SECRET_ATTR, tokens.assign_secret(obj))
         super().save_model(request, obj, form, change)
-        if raw:
-            self.message_user(
-                request,
-                f"Token for {obj.user}: {raw} — copy it now, it will not be shown again.",
-                messages.WARNING,
-            )
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        # The secret goes out in this page only: never in a message (a cookie), a redirect or a log.
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API token created",
+            "token": obj,
+            "secret": getattr(obj, _SECRET_ATTR),
+        }
+        response = TemplateResponse(request, self.created_template, context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         self.message_user(request, f"Revoked {tokens.revoke(queryset)} token(s).", messages.SUCCESS)
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    """The worker processes: alive or gone, and what each is running now."""
+
+    list_display = [
+        "id", "host", "pid", "threads", "alive", "started_at", "heartbeat_at", "running_now", "items_per_second",
+        "gone_reason",
+    ]  # fmt: skip
+    list_filter = [("gone_at", admin.EmptyFieldListFilter), "host"]
+    search_fields = ["host", "=pid"]
+    fields = [*list_display, "queues", "version", "items_done", "gone_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
+        return super().get_queryset(request).order_by("gone_at", "-heartbeat_at")
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, worker: Worker) -> bool:
+        return workers.is_alive(worker, timezone.now())
+
+    @admin.display(description="running now")
+    def running_now(self, worker: Worker) -> str:
+        held = workers.running_now([worker.pk])[worker.pk]
+        return ", ".join(f"batch #{chunk.batch_id} chunk {chunk.index}" for chunk in held) or "—"

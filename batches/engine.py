@@ -18,15 +18,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import Batch, BatchStatus, Chunk, ItemFailure
+from . import scheduler, state, workers
+from .items import batch_items
+from .models import BatchStatus, Chunk, ItemFailure
 from .operations import BatchContext, ItemContext, Operation, get_operation
 from .timeouts import ItemTimedOut, time_limit
 
@@ -43,125 +44,108 @@ stopping = threading.Event()
 
 class ChunkState(enum.Enum):
     MORE = "more"
+    ROTATE = "rotate"
     FINISHED = "finished"
     GONE = "gone"
 
 
-def lease_for(op: Operation) -> timedelta:
-    """How long a batch may go without a checkpoint before it counts as stale."""
-    return timedelta(seconds=settings.BATCHES_LEASE_SECONDS + op.item_time_limit)
-
-
-def batch_items(batch: Batch, op: Operation) -> QuerySet[Any]:
-    items = op.items(batch.params)
-    if batch.retry_of_id:
-        items = items.filter(pk__in=ItemFailure.objects.filter(batch_id=batch.retry_of_id).values("item_pk"))
-    return items
+class RunnerOutcome(enum.Enum):
+    DONE = "done"  # nothing left to claim: this runner ends
+    AGAIN = "again"  # yielded its share or spent its budget: send it to the back of the queue
+    WAIT = "wait"  # over its share before it began: send it back after a short pause
 
 
 def plan(batch_id: int) -> list[int]:
-    """Snapshot a queued batch's items into chunks; return the ids of the chunks left to run.
-
-    Safe to run again: a batch that is already planned just reports its unfinished chunks.
-    """
-    with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
-        if batch is None:
-            logger.warning("Batch %s no longer exists; nothing to plan.", batch_id)
-            return []
-        if batch.status == BatchStatus.QUEUED:
-            _snapshot_chunks(batch, get_operation(batch.operation))
-        if batch.status != BatchStatus.RUNNING:
-            return []
-        return unfinished_chunk_ids(batch)
-
-
-def unfinished_chunk_ids(batch: Batch) -> list[int]:
-    return list(batch.chunks.filter(finished_at__isnull=True).order_by("index").values_list("pk", flat=True))
-
-
-def _snapshot_chunks(batch: Batch, op: Operation) -> None:
-    keys = batch_items(batch, op).order_by("pk").values_list("pk", flat=True)
-    chunks: list[Chunk] = []
-    after = None
-    while True:
-        page = list((keys if after is None else keys.filter(pk__gt=after))[: op.chunk_size])
-        if not page:
-            break
-        chunks.append(Chunk(batch=batch, index=len(chunks), after_key=after, last_key=page[-1], size=len(page)))
-        after = page[-1]
-    Chunk.objects.bulk_create(chunks, batch_size=1000)
-    now = timezone.now()
-    batch.total = sum(chunk.size for chunk in chunks)
-    batch.pending_chunks = len(chunks)
-    batch.started_at = batch.heartbeat_at = now
-    batch.lease_expires_at = now + lease_for(op)
-    batch.status = BatchStatus.RUNNING if chunks else BatchStatus.FINISHED
-    batch.finished_at = None if chunks else now
-    batch.save(
-        update_fields=[
-            "total",
-            "pending_chunks",
-            "started_at",
-            "heartbeat_at",
-            "lease_expires_at",
-            "status",
-            "finished_at",
-        ]
+    """Plan a queued batch (if it is) and return the ids of its chunks left to run, in order."""
+    state.plan(batch_id)
+    return list(
+        Chunk.objects.filter(batch_id=batch_id, finished_at__isnull=True, batch__status=BatchStatus.RUNNING)
+        .order_by("index")
+        .values_list("pk", flat=True)
     )
 
 
-def run_chunk(chunk_id: int, *, budget_seconds: float | None = None) -> ChunkState:
-    """Run checkpoints on a chunk until it finishes or the budget is spent (then MORE is returned)."""
+def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerOutcome:
+    """One runner message of a batch: claim a chunk, run checkpoints on it while the batch keeps
+    its fair share of the pool, then the next chunk, until the budget is spent or none is left."""
     budget = settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
+    worker_id = workers.me.worker_id
+    verdict = scheduler.verdict(batch_id)
+    if verdict is scheduler.Verdict.ENOUGH:
+        return RunnerOutcome.DONE
+    if verdict is not scheduler.Verdict.GO:
+        return RunnerOutcome.WAIT
+    while True:
+        chunk_id = state.claim_chunk(batch_id, worker_id)
+        if chunk_id is None:
+            return RunnerOutcome.DONE
+        chunk_state = run_chunk(chunk_id, deadline=deadline, worker_id=worker_id)
+        if chunk_state is ChunkState.GONE:
+            return RunnerOutcome.DONE
+        if chunk_state is not ChunkState.FINISHED:
+            state.release_claim(chunk_id, worker_id)
+        if chunk_state is ChunkState.MORE:
+            return RunnerOutcome.AGAIN
+
+
+def run_chunk(
+    chunk_id: int,
+    *,
+    budget_seconds: float | None = None,
+    deadline: float | None = None,
+    worker_id: int | None = None,
+) -> ChunkState:
+    """Run checkpoints on a chunk until it finishes (FINISHED), is taken away or its batch ended
+    (GONE), its turn is over while other chunks of its batch wait (ROTATE), or it should go back
+    to the queue (MORE: the budget is spent, the worker is stopping, or its batch is over its
+    share of the pool while another batch waits)."""
+    if deadline is None:
+        budget = settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds
+        deadline = time.monotonic() + budget
+    batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
+    turn_ends = time.monotonic() + settings.BATCHES_SLICE_SECONDS
     pace = Pace()
     while True:
-        state = run_checkpoint(chunk_id, pace=pace)
-        if state is not ChunkState.MORE or time.monotonic() >= deadline or stopping.is_set():
-            return state
+        chunk_state = run_checkpoint(chunk_id, pace=pace, worker_id=worker_id)
+        if chunk_state is not ChunkState.MORE:
+            return chunk_state
+        now = time.monotonic()
+        if now >= deadline or stopping.is_set():
+            return ChunkState.MORE
+        if batch_id is not None:
+            verdict = scheduler.verdict(batch_id, holding=chunk_id, turn_taken=now >= turn_ends)
+            if verdict is scheduler.Verdict.YIELD:
+                return ChunkState.MORE
+            if verdict is scheduler.Verdict.ROTATE:
+                return ChunkState.ROTATE
         if settings.BATCHES_CHECKPOINT_PAUSE_SECONDS:
             time.sleep(settings.BATCHES_CHECKPOINT_PAUSE_SECONDS)
 
 
 def run_checkpoint(
-    chunk_id: int, *, clock: Callable[[], float] = time.monotonic, pace: Pace | None = None
+    chunk_id: int,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    pace: Pace | None = None,
+    worker_id: int | None = None,
 ) -> ChunkState:
     with transaction.atomic():
         chunk = Chunk.objects.select_for_update(of=("self",)).select_related("batch").filter(pk=chunk_id).first()
         if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
             return ChunkState.GONE
-        batch = chunk.batch
-        op = get_operation(batch.operation)
+        if worker_id is not None and chunk.claimed_by_id != worker_id:
+            return ChunkState.GONE  # handed to another runner: this worker was declared dead
+        op = get_operation(chunk.batch.operation)
         done, failures, exhausted = _process_items(
             op, chunk, clock() + settings.BATCHES_CHECKPOINT_SECONDS, clock, pace or Pace()
         )
-        now = timezone.now()
-        counters: dict[str, Any] = {
-            "done_count": F("done_count") + done,
-            "failed_count": F("failed_count") + len(failures),
-            "heartbeat_at": now,
-            "lease_expires_at": now + lease_for(op),
-            "recoveries": 0,
-        }
-        chunk.done_count += done
-        chunk.failed_count += len(failures)
-        if exhausted:
-            chunk.finished_at = now
-            # Items that vanished between planning and running are counted, not lost.
-            counters["skipped_count"] = F("skipped_count") + max(0, chunk.size - chunk.done_count - chunk.failed_count)
-            counters["pending_chunks"] = F("pending_chunks") - 1
-        if not Batch.objects.filter(pk=batch.pk, status=BatchStatus.RUNNING).update(**counters):
-            # Cancelled or failed while this checkpoint ran: its items count as skipped, so undo them.
-            transaction.set_rollback(True)
-            return ChunkState.GONE
-        ItemFailure.objects.bulk_create(failures)
-        chunk.save(update_fields=["cursor", "done_count", "failed_count", "finished_at"])
-        if failures and op.max_failures is not None:
-            _fail_over_threshold(batch.pk, op.max_failures, now)
-        if exhausted:
-            _close_if_complete(batch.pk, now)
-        return ChunkState.FINISHED if exhausted else ChunkState.MORE
+        if not state.record_checkpoint(
+            chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now()
+        ):
+            return ChunkState.GONE  # cancelled or failed meanwhile: rolled back, its items skipped
+    workers.me.count_items(done + len(failures))
+    return ChunkState.FINISHED if exhausted else ChunkState.MORE
 
 
 class Pace:
@@ -317,30 +301,10 @@ def _run(
     reached[0] = len(items)
 
 
-def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:
-    from .services import end_batch
-
-    over = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, failed_count__gt=max_failures)
-    if over.exists():
-        end_batch(
-            batch_id,
-            BatchStatus.FAILED,
-            error=f"Stopped early: more than {max_failures} items failed (the operation's limit).",
-            now=now,
-        )
-
-
-def _close_if_complete(batch_id: int, now: datetime) -> None:
-    # Conditional: only the checkpoint that finishes the last chunk matches, and only once.
-    closed = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, pending_chunks=0).update(
-        status=BatchStatus.FINISHED, finished_at=now
-    )
-    if closed:
-        logger.info("Batch %s finished.", batch_id)
-
-
 def describe(exc: BaseException, op: Operation) -> str:
     if isinstance(exc, ItemTimedOut):
         return f"Timed out after {op.item_time_limit:g}s"
     message = str(exc)
+    if message and isinstance(exc, op.expected_errors):
+        return message  # the operation's own sentence for people
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -4,45 +4,89 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from types import ModuleType
 
 import dramatiq
+from django.conf import settings
+from django.db import connections
 from dramatiq.middleware import Middleware
 
 logger = logging.getLogger(__name__)
 
 
+def _engine_side() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
+    """engine, recovery, workers and idempotency, imported on first use. Not at the top: this
+    module is imported while Django loads its apps (django_dramatiq builds the broker and its
+    middleware then), before any model can be imported."""
+    from . import engine, recovery, workers
+    from .api import idempotency
+
+    return engine, recovery, workers, idempotency
+
+
 class WorkerLifecycle(Middleware):
-    """Sweeps for stale batches (and expired idempotency keys) as the worker boots and then
-    periodically; on shutdown, asks running chunks to hand over at their next checkpoint."""
+    """The worker process in the registry (heartbeat, and the sweep for dead workers, from a thread
+    of its own); the sweep for stale batches and expired idempotency keys; on shutdown, running
+    chunks hand over at their next checkpoint and the worker leaves the registry."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from .engine import stopping
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        _, _, workers, _ = _engine_side()
+        # Take only the messages this process can run now (Dramatiq prefetches twice its threads):
+        # a runner waiting in a busy process's cache would starve while another process sits idle.
+        worker.queue_prefetch = worker.worker_threads
+        # And look for new ones at least every 0.1 s when idle (1 s by default): a runner sent to
+        # the back of the queue, or a new batch, gets a free thread at once.
+        worker.worker_timeout = min(worker.worker_timeout, 100)
+        # In the registry before the first message runs, so that every claim names this process.
+        queues = worker.consumer_whitelist or broker.get_declared_queues()
+        workers.register(threads=worker.worker_threads, queues=sorted(queues))
 
-        stopping.clear()
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        engine, _, _, _ = _engine_side()
+        engine.stopping.clear()
         self._stop.clear()
+        threading.Thread(target=self._heartbeat, name="batches-heartbeat", daemon=True).start()
         threading.Thread(target=self._sweep_periodically, name="batches-recovery-sweep", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from .engine import stopping
-
-        stopping.set()
+        engine, _, _, _ = _engine_side()
+        engine.stopping.set()
         self._stop.set()
 
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        _, _, workers, _ = _engine_side()
+        try:
+            workers.leave()
+        finally:
+            connections.close_all()
+
+    def _heartbeat(self) -> None:
+        _, _, workers, _ = _engine_side()
+        every = settings.BATCHES_WORKER_HEARTBEAT_SECONDS
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                workers.heartbeat()
+                workers.sweep_dead()
+            except Exception:
+                logger.exception("The worker heartbeat failed; it will try again.")
+                connections.close_all()
+            if self._stop.wait(max(0.0, every - (time.monotonic() - started))):
+                break
+        connections.close_all()
+
     def _sweep_periodically(self) -> None:
-        from django.conf import settings
-        from django.db import connections
-
-        from .api.idempotency import purge_expired
-        from .recovery import recover_stale
-
+        _, recovery, workers, idempotency = _engine_side()
         while True:
             try:
-                for recovered in recover_stale():
+                for recovered in recovery.recover_stale():
                     logger.warning("Recovery sweep: batch %s %s. %s", *vars(recovered).values())
-                purge_expired()
+                idempotency.purge_expired()
+                workers.prune()
             except Exception:
                 logger.exception("The recovery sweep failed; it will try again.")
             finally:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -51,6 +53,17 @@ class Batch(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     recoveries = models.PositiveIntegerField(default=0, help_text="Times the recovery sweep re-enqueued it.")
+    fairness_key = models.CharField(
+        max_length=255, blank=True, help_text="Batches with one key share one fair share of the worker pool."
+    )
+    fairness_weight = models.FloatField(default=1.0, help_text="The key's share relative to other keys.")
+    max_parallel = models.PositiveIntegerField(default=1, help_text="Chunks of this batch run at once, at most.")
+    worker_lost_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker running it was found dead and its chunks handed over."
+    )
+    processed_at_loss = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Items processed when that worker was lost: where the run resumes."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -102,12 +115,53 @@ class Chunk(models.Model):
     done_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it now. A claim only schedules work (and shows it); the row lock taken by every
+    # checkpoint is what keeps two runners of one chunk from doing an item twice.
+    claimed_by = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="claims")
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When it was last claimed.")
+    handed_over_at = models.DateTimeField(
+        null=True, blank=True, help_text="Taken from a dead worker, until its next checkpoint."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["batch", "index"], name="chunk_index_per_batch")]
+        indexes = [
+            models.Index(fields=["batch", "index"], condition=Q(finished_at__isnull=True), name="unfinished_chunk"),
+            models.Index(fields=["claimed_by"], condition=Q(claimed_by__isnull=False), name="claimed_chunk"),
+        ]
 
     def __str__(self) -> str:
         return f"chunk {self.index} of batch #{self.batch_id}"
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def alive(self, now: datetime, silence: timedelta) -> WorkerQuerySet:
+        return self.filter(gone_at__isnull=True, heartbeat_at__gte=now - silence)
+
+
+class Worker(models.Model):
+    """A worker process (one per `rundramatiq` process), heartbeating from a thread of its own."""
+
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    threads = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    version = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    gone_at = models.DateTimeField(null=True, blank=True, help_text="Stopped, or declared dead.")
+    gone_reason = models.CharField(max_length=255, blank=True)
+    items_done = models.PositiveBigIntegerField(default=0, help_text="Items this process has committed.")
+    items_per_second = models.FloatField(default=0.0, help_text="Over the last heartbeat interval.")
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["heartbeat_at"], condition=Q(gone_at__isnull=True), name="live_worker")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid} (#{self.pk})"
 
 
 class ItemFailure(models.Model):

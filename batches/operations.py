@@ -5,22 +5,54 @@ class ReissueTickets(Operation):
     name = "reissue_tickets"
     label = "Reissue tickets"
 
-    def clean_params(self, data): ...          # -> dict, or raise ValidationError
+    class Params(Operation.Params):            # the params' shape, checked strictly (1st)
+        event_id: ObjectId
+
+    def may_act(self, user, params): ...       # who may start it and see its batches (2nd)
+    def clean_params(self, params): ...        # the domain's checks -> params, or ValidationError (3rd)
     def scope(self, params): ...               # -> "event:42": one active batch per scope
-    def may_act(self, user, params): ...       # who may start it and see its batches
     def items(self, params): ...               # -> a queryset; walked in primary-key order
     def handle(self, item, ctx): ...           # one item; raise to record it as failed
     def handle_many(self, items, ctx): ...     # optional: a whole page in one statement
+
+For people (all optional): `items_name` ("tickets"), `item_label(item)` ("Seat 97 (Ada)"),
+`expected_errors` (exception classes whose message alone is the failure's sentence),
+`confirmation(params)` (the question asked before a start) and `scope_url(params)` (the page
+of the scope, linked from the batch page).
+
+A start checks the params in that order, so a user who may not act gets 404 before learning
+anything about the scope ("There is no event 999" is only for those who may act).
 """
 
 from __future__ import annotations
 
+import re
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
+import pydantic
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Model, QuerySet
+
+# Postgres' bigint: the widest integer a query may compare a column with.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+ObjectId = Annotated[int, pydantic.Field(ge=1, le=BIGINT_MAX)]
+"""A primary key in params: a whole number from 1 to the largest bigint."""
+
+
+class Params(pydantic.BaseModel):
+    """The base of every operation's params.
+
+    Strict: a JSON integer is an integer (not 1.5, 1.0, true or "1"); no unknown keys; no NaN or
+    Infinity. Declare fields with types and bounds (`ObjectId` for primary keys); the JSON Schema
+    that GET /api/operations and the OpenAPI document show is derived from it.
+    """
+
+    model_config = pydantic.ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class UnknownOperation(LookupError):
@@ -57,13 +89,46 @@ class Operation:
     chunk_size: ClassVar[int] = 500
     # Seconds one item may take before it is failed as timed out.
     item_time_limit: ClassVar[float] = 60
+    # Chunks of one batch that run at once, at most, each on a worker thread of its own.
+    max_parallel: ClassVar[int] = 4
     # Fail the whole batch early once more items than this have failed (None: never).
     max_failures: ClassVar[int | None] = None
-    # JSON Schema of the params, for API clients (GET /api/operations).
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    # The params' shape. The base takes none: subclass it (`class Params(Operation.Params)`).
+    Params: ClassVar[type[Params]] = Params
+    # What its items are called, for people: "939 of 2,000 tickets".
+    items_name: ClassVar[str] = "items"
+    # Exceptions a handler raises for a failure the domain expects: recorded as their message
+    # alone, a sentence for people. Any other exception keeps its type ("KeyError: 'x'").
+    expected_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
-    def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    @property
+    def params_schema(self) -> dict[str, Any]:
+        """JSON Schema of the params, for API clients (GET /api/operations, the OpenAPI document)."""
+        schema = self.Params.model_json_schema()
+        schema["title"] = f"{self.name} params"
+        return schema
+
+    def parse_params(self, data: Mapping[str, Any], *, from_form: bool = False) -> dict[str, Any]:
+        """Check `data` against `Params` strictly: the params as a JSON-ready dict, or ValidationError.
+
+        JSON (the API, stored params): values must already have their declared types. A form (the
+        web UI posts strings): an integer field takes only a plain ASCII decimal string ("42").
+        """
+        values = _ints_from_form(self.Params, data) if from_form else data
+        try:
+            params = self.Params.model_validate(values).model_dump(mode="json")
+        except pydantic.ValidationError as exc:
+            raise _as_django_error(exc, from_form=from_form) from None
+        _check_storable(params)
+        return params
+
+    def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The domain's checks, run only for users who may act: e.g. that the scope's object exists.
+
+        Gets the shape-checked params; returns them (or a normalised copy), or raises
+        ValidationError({"field": "message"}) for a 400.
+        """
+        return params
 
     def scope(self, params: Mapping[str, Any]) -> str:
         raise NotImplementedError
@@ -72,7 +137,19 @@ class Operation:
         return self.scope(params)
 
     def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        """Whether `user` may start this operation on the scope of `params` and see its batches.
+
+        Runs before `clean_params`: the scope's object may not exist, answer False then.
+        """
         raise NotImplementedError
+
+    def fairness(self, params: Mapping[str, Any], user: AbstractBaseUser | None) -> tuple[str, float]:
+        """The key whose batches share one fair share of the worker pool, and the key's weight.
+
+        Default: every batch is a key of its own. ("user:<id>", 1.0) makes one person's ten batches
+        share what one batch of someone else gets; a weight of 2 gets a key twice the share.
+        """
+        return "", 1.0
 
     def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         """Whether `user` may see every batch of this operation (lists show them all)."""
@@ -93,6 +170,106 @@ class Operation:
 
     def item_key(self, item: Model) -> str:
         return str(item.pk)
+
+    def item_label(self, item: Any) -> str:
+        """How people name one item ("Seat 97 (Ada Lovelace)"); by default its key."""
+        return self.item_key(item)
+
+    def item_labels(self, params: Mapping[str, Any], pks: list[int]) -> dict[int, str]:
+        """Labels of the items with these primary keys, in one query; {} when labels are keys."""
+        if type(self).item_label is Operation.item_label or not pks:
+            return {}
+        return {item.pk: self.item_label(item) for item in self.items(params).filter(pk__in=pks)}
+
+    def confirmation(self, params: Mapping[str, Any]) -> str | None:
+        """The question to ask before a start ("Reissue all 2,000 tickets of Gala?"), or None to
+        start at once. Asked in a dialog with JavaScript, on a page of its own without."""
+        return None
+
+    def scope_url(self, params: Mapping[str, Any]) -> str | None:
+        """The page of the scope the batch works on, linked from the batch page; None if none."""
+        return None
+
+
+# ASCII digits only: no other scripts' or full-width digits, spaces, "+" or "_". At most 100 of
+# them (far past bigint, which the field's bounds then refuse): int() never gets a huge string.
+_DECIMAL = re.compile(r"-?[0-9]{1,100}")
+
+
+def _takes_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    return get_origin(annotation) in (Union, types.UnionType) and int in get_args(annotation)
+
+
+def _ints_from_form(model: type[Params], data: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(data.items())
+    for name, field in model.model_fields.items():
+        value = values.get(name)
+        if isinstance(value, str) and _takes_int(field.annotation) and _DECIMAL.fullmatch(value):
+            values[name] = int(value)
+    return values
+
+
+def _as_django_error(exc: pydantic.ValidationError, *, from_form: bool) -> ValidationError:
+    fields: dict[str, list[str]] = {}
+    for problem in exc.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or NON_FIELD_ERRORS
+        fields.setdefault(where, []).append(_message(problem, from_form=from_form))
+    return ValidationError(fields)
+
+
+def _message(problem: Mapping[str, Any], *, from_form: bool) -> str:
+    kind, ctx = problem["type"], problem.get("ctx") or {}
+    if kind == "missing":
+        return "This field is required."
+    if kind == "extra_forbidden":
+        return "Unknown parameter: this operation does not take it."
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        if from_form:
+            return "Must be a whole number written with the digits 0-9, e.g. 42."
+        return "Must be a JSON integer, e.g. 42 (not a string, a fraction or a boolean)."
+    if kind == "model_type":
+        return "Must be a JSON object."
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "less_than_equal": ("at most", "le"),
+        "greater_than": ("more than", "gt"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"Must be {words} {ctx.get(key)}."
+    return f"{problem['msg']}."
+
+
+def _check_storable(params: Any) -> None:
+    """What Postgres would refuse in a query or a jsonb column: NUL characters, unpaired
+    surrogates, integers beyond bigint. Any operation's params are checked, whatever it declares."""
+    problems: dict[str, list[str]] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, str):
+            if "\x00" in value:
+                problems.setdefault(where, []).append("Must not contain NUL characters.")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.setdefault(where, []).append("Must be valid Unicode text.")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not BIGINT_MIN <= value <= BIGINT_MAX:
+                problems.setdefault(where, []).append(f"Must be between {BIGINT_MIN} and {BIGINT_MAX}.")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(key, where)
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}.{index}")
+
+    walk(params, "")
+    if problems:
+        raise ValidationError({where or NON_FIELD_ERRORS: messages for where, messages in problems.items()})
 
 
 _registry: dict[str, Operation] = {}

@@ -10,8 +10,10 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from .items import batch_items
 from .models import Batch, ItemFailure
-from .operations import UnknownOperation, all_operations, get_operation
+from .operations import Operation, UnknownOperation, all_operations, get_operation
+from .status import with_liveness
 
 
 def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
@@ -27,9 +29,10 @@ def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
 
 
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
-    """One query: the batch with who started it, or None when it is missing or not the user's to see."""
+    """One query: the batch with who started it and what the workers are doing about it (see
+    batches.status), or None when it is missing or not the user's to see."""
     try:
-        batch = Batch.objects.select_related("created_by", "cancelled_by").get(pk=batch_id)
+        batch = with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).get(pk=batch_id)
     except Batch.DoesNotExist:
         return None
     return batch if may_view(user, batch) else None
@@ -37,7 +40,7 @@ def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batc
 
 def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
     """Every batch `user` started, and all batches of the operations that let them see all."""
-    batches = Batch.objects.select_related("created_by", "cancelled_by")
+    batches = with_liveness(Batch.objects.select_related("created_by", "cancelled_by"))
     if not user.is_authenticated:
         return batches.none()
     if user.is_superuser:
@@ -46,9 +49,34 @@ def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
     return batches.filter(Q(created_by=user) | Q(operation__in=everything))
 
 
+def history(user: AbstractBaseUser | AnonymousUser, *, status: str = "", operation: str = "") -> QuerySet[Batch]:
+    """The batches `user` may see, newest first, optionally of one status and one operation."""
+    batches = visible_batches(user)
+    if status:
+        batches = batches.filter(status=status)
+    if operation:
+        batches = batches.filter(operation=operation)
+    return batches.order_by("-created_at", "-id")
+
+
+def visible_operations(user: AbstractBaseUser | AnonymousUser) -> list[tuple[str, str]]:
+    """(name, label) of the operations of the batches `user` may see, for a filter."""
+    names = visible_batches(user).order_by("operation").values_list("operation", flat=True).distinct()
+    return [(name, operation_label(name)) for name in names]
+
+
+def operation_label(name: str) -> str:
+    try:
+        return get_operation(name).label
+    except UnknownOperation:
+        return f"{name} (no longer installed)"
+
+
 def latest_batch(operation: str, scope_key: str) -> Batch | None:
     """The scope's active batch if there is one, else its most recent."""
-    scoped = Batch.objects.select_related("created_by", "cancelled_by").filter(operation=operation, scope_key=scope_key)
+    scoped = with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).filter(
+        operation=operation, scope_key=scope_key
+    )
     return scoped.active().first() or scoped.first()
 
 
@@ -62,8 +90,8 @@ class Progress:
     done: int
     failed: int
     skipped: int
-    percent: int
-    rate: float | None  # items per second since the batch started
+    percent: int  # of the total, worked (done or failed): skipped items were not worked
+    rate: float | None  # items worked per second since the batch started
     eta: timedelta | None
     elapsed: timedelta | None
 
@@ -71,32 +99,52 @@ class Progress:
     def processed(self) -> int:
         return self.done + self.failed + self.skipped
 
+    @property
+    def worked(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def segments(self) -> list[tuple[str, float, float]]:
+        """(name, start %, width %) of the done, failed and skipped parts of a bar of the total."""
+        whole = max(self.total or 0, self.processed, 1)
+        parts, start = [], 0.0
+        for name, count in (("done", self.done), ("failed", self.failed), ("skipped", self.skipped)):
+            width = round(count * 100 / whole, 2)
+            parts.append((name, start, width))
+            start = round(start + width, 2)
+        return parts
+
 
 def progress(batch: Batch, now: datetime | None = None) -> Progress:
-    """Derived figures; no query."""
+    """Derived figures; no query. Skipped items (a cancel) are not counted as worked."""
     now = now or timezone.now()
-    processed = batch.processed
+    worked = batch.done_count + batch.failed_count
     total = batch.total
-    percent = 100 if total == 0 else int(processed * 100 / total) if total else 0
+    percent = 100 if total == 0 else min(100, int(worked * 100 / total)) if total else 0
     end = batch.finished_at or now
     elapsed = end - batch.started_at if batch.started_at else None
     seconds = elapsed.total_seconds() if elapsed else 0.0
-    rate = processed / seconds if seconds > 0 and processed else None
+    rate = worked / seconds if seconds > 0 and worked else None
     eta = None
     if batch.is_active and rate and total is not None:
-        eta = timedelta(seconds=round(max(0, total - processed) / rate))
+        eta = timedelta(seconds=round(max(0, total - batch.processed) / rate))
     return Progress(total, batch.done_count, batch.failed_count, batch.skipped_count, percent, rate, eta, elapsed)
 
 
 def item_outcomes(batch: Batch, page_size: int = 2000) -> Iterator[tuple[str, str, str]]:
     """(item key, "done" | "failed" | "skipped", error) for every item of a planned batch, in key
-    order, read page by page so that a million items stream in constant memory."""
-    from .engine import batch_items
+    order, read page by page so that a million items stream in constant memory.
 
+    Raises UnknownOperation at once, before anything streams, when the batch's operation is no
+    longer installed (its items cannot be listed without it).
+    """
+    return _item_outcomes(batch, get_operation(batch.operation), page_size)
+
+
+def _item_outcomes(batch: Batch, op: Operation, page_size: int) -> Iterator[tuple[str, str, str]]:
     chunks = list(batch.chunks.order_by("index").values("last_key", "cursor"))
     if not chunks:
         return
-    op = get_operation(batch.operation)
     items = batch_items(batch, op).filter(pk__lte=chunks[-1]["last_key"]).order_by("pk")
     chunk_index, after = 0, None
     while True:

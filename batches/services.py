@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from . import recovery
-from .engine import lease_for
-from .models import ACTIVE_STATUSES, Batch, BatchStatus
-from .operations import Operation, get_operation
-from .selectors import may_view
+from . import recovery, state
+from .models import Batch, BatchStatus
+from .operations import Operation, UnknownOperation, get_operation
+from .selectors import may_view, progress
 
 logger = logging.getLogger(__name__)
 
@@ -36,34 +36,82 @@ class StartResult:
     resumed: bool = False  # the scope's active batch was stale and has been re-enqueued
 
 
-def start_batch(*, operation: str, data: Mapping[str, Any], user: User) -> StartResult:
+class StartLimitReached(ValidationError):
+    """A per-user limit refused a new batch (HTTP 429). `retry_after`: seconds until a slot frees.
+
+    A ValidationError, so that every caller that shows why a start was refused (the admin's
+    retry action among them) shows this message too.
+    """
+
+    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+_MINUTE = timedelta(minutes=1)
+# Retry-After when no running batch of the user can tell when it will end (none has a rate yet).
+_UNKNOWN_END_SECONDS = 30
+
+
+def start_batch(*, operation: str, data: Mapping[str, Any], user: User, from_form: bool = False) -> StartResult:
     """Start `operation` for the scope `data` names, or return the batch already active there.
 
-    Raises UnknownOperation, ValidationError (bad params) and PermissionDenied.
+    `data` is checked in this order: its shape (the operation's Params; `from_form`: the values
+    are a form's strings), the user's right, then the operation's own checks, so that a user
+    who may not act learns nothing about which scopes exist.
+
+    Raises UnknownOperation, ValidationError (bad params), PermissionDenied, StartLimitReached.
     """
     op = get_operation(operation)
-    params = op.clean_params(data)
+    params = op.parse_params(data, from_form=from_form)
     if not op.may_act(user, params):
         raise PermissionDenied
+    params = op.clean_params(params)
     return _guarded_start(op, params, user, retry_of=None)
 
 
 def retry_failed(batch_id: int, *, user: User) -> StartResult:
     """Start a batch over only the failed items of a finished one, under the same guard.
 
-    Raises Batch.DoesNotExist (not there or not the user's to see) and ValidationError.
+    Raises Batch.DoesNotExist (not there or not the user's to see), and ValidationError with a
+    message for people and a code for programs: batch_active, no_failed_items,
+    operation_not_installed, params_invalid (its params or scope are no longer valid), or the
+    StartLimitReached codes.
     """
     original = Batch.objects.filter(pk=batch_id).first()
     if original is None or not may_view(user, original):
         raise Batch.DoesNotExist
     if original.is_active:
-        raise ValidationError("This batch is still running; retry its failed items once it has ended.")
+        raise ValidationError(
+            "This batch is still running; retry its failed items once it has ended.", code="batch_active"
+        )
     if not original.failed_count:
-        raise ValidationError("This batch has no failed items to retry.")
-    op = get_operation(original.operation)
-    if not op.may_act(user, original.params):
+        raise ValidationError("This batch has no failed items to retry.", code="no_failed_items")
+    try:
+        op = get_operation(original.operation)
+    except UnknownOperation:
+        raise ValidationError(
+            f"Cannot retry: the operation {original.operation!r} of this batch is no longer installed.",
+            code="operation_not_installed",
+        ) from None
+    try:
+        params = op.parse_params(original.params)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"Cannot retry: this batch's parameters no longer fit the operation ({_describe(exc)}).",
+            code="params_invalid",
+        ) from None
+    if not op.may_act(user, params):
         raise Batch.DoesNotExist
-    return _guarded_start(op, original.params, user, retry_of=original)
+    try:
+        params = op.clean_params(params)
+    except ValidationError as exc:
+        raise ValidationError(f"Cannot retry. {_describe(exc)}", code="params_invalid") from None
+    return _guarded_start(op, params, user, retry_of=original)
+
+
+def _describe(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
 
 
 def _guarded_start(op: Operation, params: dict[str, Any], user: User, retry_of: Batch | None) -> StartResult:
@@ -82,6 +130,11 @@ def _start_or_join(
     op: Operation, scope_key: str, params: dict[str, Any], user: User, retry_of: Batch | None
 ) -> StartResult:
     with transaction.atomic():
+        if user.is_authenticated:
+            # One start of a user at a time (SQLite's BEGIN IMMEDIATE already serialises them
+            # all), so that the limits below count every batch the user's other starts created.
+            # Taken first, before any batch row: always the same lock order.
+            get_user_model()._default_manager.select_for_update().filter(pk=user.pk).values_list("pk").first()
         active = (
             Batch.objects.active()
             .select_for_update(of=("self",))
@@ -96,17 +149,41 @@ def _start_or_join(
                 recovery.resume(active, now)
                 return StartResult(active, created=False, resumed=True)
             return StartResult(active, created=False)
-        batch = Batch.objects.create(
-            operation=op.name,
-            scope_key=scope_key,
-            scope_label=op.scope_label(params),
-            params=params,
-            created_by=user if user.is_authenticated else None,
-            retry_of=retry_of,
-            lease_expires_at=timezone.now() + lease_for(op),
-        )
-        transaction.on_commit(lambda: recovery.enqueue_plan(batch.pk), robust=True)
+        if user.is_authenticated:
+            _check_limits(user, timezone.now())
+        batch = state.create(op, scope_key, params, user if user.is_authenticated else None, retry_of)
         return StartResult(batch, created=True)
+
+
+def _check_limits(user: AbstractBaseUser, now: datetime) -> None:
+    """Refuse a new batch beyond the user's limits (0 turns a limit off). Joining a scope's active
+    batch never gets here: only new batches count, retries included."""
+    most_active = settings.BATCHES_MAX_ACTIVE_PER_USER
+    if most_active:
+        active = list(Batch.objects.active().filter(created_by=user)[:most_active])
+        if len(active) >= most_active:
+            ends = [p.eta.total_seconds() for p in map(progress, active) if p.eta is not None]
+            raise StartLimitReached(
+                f"You already have {most_active} batches running, the most one person may run at once. "
+                "Start this one when one of them has ended (or cancel one).",
+                code="too_many_active_batches",
+                retry_after=max(1, math.ceil(min(ends))) if ends else _UNKNOWN_END_SECONDS,
+            )
+    most_per_minute = settings.BATCHES_STARTS_PER_MINUTE
+    if most_per_minute:
+        recent = list(
+            Batch.objects.filter(created_by=user, created_at__gt=now - _MINUTE)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)[:most_per_minute]
+        )
+        if len(recent) >= most_per_minute:
+            wait = max(1, math.ceil((recent[-1] + _MINUTE - now).total_seconds()))
+            raise StartLimitReached(
+                f"You have started {most_per_minute} batches in the last minute, the most one person may. "
+                f"Try again in {wait} second{'s' if wait != 1 else ''}.",
+                code="too_many_starts",
+                retry_after=wait,
+            )
 
 
 def cancel_batch(batch_id: int, *, user: User) -> tuple[Batch, bool]:
@@ -118,33 +195,6 @@ def cancel_batch(batch_id: int, *, user: User) -> tuple[Batch, bool]:
     batch = Batch.objects.select_related("created_by").filter(pk=batch_id).first()
     if batch is None or not may_view(user, batch):
         raise Batch.DoesNotExist
-    ended = end_batch(batch_id, BatchStatus.CANCELLED, cancelled_by=user if user.is_authenticated else None)
+    ended = state.end(batch_id, BatchStatus.CANCELLED, cancelled_by=user if user.is_authenticated else None)
     batch.refresh_from_db()
     return batch, ended
-
-
-def end_batch(
-    batch_id: int,
-    status: BatchStatus,
-    *,
-    error: str = "",
-    cancelled_by: AbstractBaseUser | None = None,
-    now: datetime | None = None,
-) -> bool:
-    """End an active batch as cancelled or failed; what was not done yet counts as skipped.
-
-    One conditional UPDATE, so concurrent ends (and the last checkpoint) cannot both win.
-    """
-    changes: dict[str, Any] = {
-        "status": status,
-        "finished_at": now or timezone.now(),
-        "skipped_count": Greatest(Coalesce(F("total"), Value(0)) - F("done_count") - F("failed_count"), Value(0)),
-    }
-    if error:
-        changes["error"] = error
-    if cancelled_by is not None:
-        changes["cancelled_by"] = cancelled_by
-    ended = Batch.objects.filter(pk=batch_id, status__in=ACTIVE_STATUSES).update(**changes)
-    if ended:
-        logger.info("Batch %s ended as %s. %s", batch_id, status, error)
-    return bool(ended)

@@ -4,6 +4,7 @@ from . import views
 
 app_name = "batches"
 urlpatterns = [
+    path("", views.history, name="history"),
     path("start/<str:operation>/", views.start, name="start"),
     path("<int:pk>/", views.batch_detail, name="detail"),
     path("<int:pk>/progress/", views.batch_progress, name="progress"),

@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.contrib.staticfiles import finders
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from . import selectors
 from .models import Batch
 from .operations import Operation, UnknownOperation, get_operation
-from .services import StartResult, cancel_batch, retry_failed, start_batch
+from .services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
+from .status import describe
+from .templatetags.batch_tags import clock
 
 FAILURES_SHOWN = 100
+HISTORY_PAGE_SIZE = 25
+# Without JavaScript, a batch page the person asked to keep live reloads itself this often (an
+# HTTP Refresh header: they turn it on and off with a link, so it never traps them).
+NO_JS_REFRESH_SECONDS = 5
+# Fired on the page (HX-Trigger) when a batch's panel shows it ended: pages that show what the
+# batch changed listen for it (hx-trigger="batch-ended from:body") and refresh themselves.
+BATCH_ENDED_EVENT = "batch-ended"
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -30,23 +52,61 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 PANEL_TEMPLATE = "batches/_panel.html"
 LIVE_TEMPLATE = "batches/_live.html"
+REFUSED_TEMPLATE = "batches/bad_request.html"
+
+
+@dataclass(frozen=True)
+class UninstalledOperation:
+    """Stands in for an operation that is no longer installed, so that its batches' pages still
+    render: their figures and failures, without a start form or a retry button."""
+
+    name: str
+    uninstalled: bool = True
+    items_name: str = "items"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (no longer installed)"
+
+    def scope_url(self, params: dict[str, Any]) -> None:
+        return None
 
 
 def panel_context(
-    op: Operation, params: dict[str, Any], batch: Batch | None, *, notice: str = "", error: str = ""
+    op: Operation | UninstalledOperation,
+    params: dict[str, Any],
+    batch: Batch | None,
+    *,
+    notice: str = "",
+    error: str = "",
 ) -> dict[str, Any]:
-    """What `_panel.html` needs: the start form for (op, params) and the batch's progress."""
+    """What `_panel.html` needs: the start form for (op, params) and the batch's progress.
+
+    The start's confirmation question is asked (it may cost the operation a query) only when the
+    start button is offered: never while a batch runs, so polls stay cheap.
+    """
+    offer_start = not getattr(op, "uninstalled", False) and (batch is None or not batch.is_active)
     return {
         "op": op,
         "params": params,
         "batch": batch,
         "progress": selectors.progress(batch) if batch else None,
+        "condition": describe(batch) if batch else None,
+        "confirmation": op.confirmation(params) if offer_start else None,
         "notice": notice,
         "error": error,
     }
 
 
-def start_notice(result: StartResult) -> str:
+def _with_ended_event(response: HttpResponse, batch: Batch) -> HttpResponse:
+    if not batch.is_active:
+        response["HX-Trigger"] = json.dumps(
+            {BATCH_ENDED_EVENT: {"batch": batch.pk, "operation": batch.operation, "status": batch.status}}
+        )
+    return response
+
+
+def start_notice(result: StartResult) -> str | SafeString:
     batch = result.batch
     if result.created and batch.retry_of_id:
         return f"Started a retry of the failed items of #{batch.retry_of_id}."
@@ -54,37 +114,93 @@ def start_notice(result: StartResult) -> str:
         return "Started."
     if result.resumed:
         return f"That run had stopped (its worker went away) at {batch.processed} items; it has been resumed."
-    since = timezone.localtime(batch.started_at or batch.created_at).strftime("%H:%M")
     who = batch.created_by.get_username() if batch.created_by else "someone"
-    return f"Already running since {since}, started by {who}. Showing that run; no new one was started."
+    return format_html(
+        "Already running since {}, started by {}. Showing that run; no new one was started.",
+        clock(batch.started_at or batch.created_at),
+        who,
+    )
 
 
 def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, status: int = 200) -> HttpResponse:
     """HTMX: the batch's panel. A plain form: 303 to the batch page, the notice as a message."""
     if request.htmx:
+        batch = selectors.visible_batch(request.user, batch.pk) or batch  # with what the workers say
         context = panel_context(_operation_of(batch), batch.params, batch, notice=notice)
-        return render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
+        response = render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
+        return _with_ended_event(response, batch)
     messages.info(request, notice)
-    return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]))
+    # The person just started (or joined) it without JavaScript: the page keeps itself live.
+    live = "?live=1" if batch.is_active else ""
+    return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]) + live)
+
+
+def _describe(exc: ValidationError) -> str:
+    """A refusal's messages for people, each field's prefixed with the field's name."""
+    if not hasattr(exc, "error_dict"):
+        return " ".join(exc.messages)
+    return " ".join(
+        message if field == NON_FIELD_ERRORS else f"{field}: {message}"
+        for field, messages in exc.message_dict.items()
+        for message in messages
+    )
+
+
+def _refused(
+    request: HttpRequest, exc: ValidationError, panel: dict[str, Any], *, title: str, fragment: bool
+) -> HttpResponse:
+    """A refused start or retry: 429 for a per-user limit (with Retry-After), else 400. HTMX: the
+    panel with the message; a plain form: a page with it."""
+    message = _describe(exc)
+    status = 429 if isinstance(exc, StartLimitReached) else 400
+    if request.htmx:
+        response = render(request, PANEL_TEMPLATE, {**panel, "error": message, "fragment": fragment}, status=status)
+    else:
+        response = render(request, REFUSED_TEMPLATE, {"message": message, "title": title}, status=status)
+    if isinstance(exc, StartLimitReached):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @login_required
-@require_POST
 def start(request: HttpRequest, operation: str) -> HttpResponse:
+    """GET: the operation's confirmation page (the no-JavaScript path). POST: start."""
+    if request.method == "GET":
+        return _start_confirmation(request, operation)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    posted = {name: value for name, value in request.POST.items() if name != "csrfmiddlewaretoken"}
     try:
         op = get_operation(operation)
-        result = start_batch(operation=operation, data=request.POST, user=request.user)
+        result = start_batch(operation=operation, data=posted, user=request.user, from_form=True)
     except (UnknownOperation, PermissionDenied):
         raise Http404 from None
     except ValidationError as exc:
-        message = " ".join(exc.messages)
-        if request.htmx:
-            context = panel_context(op, dict(request.POST.items()), None, error=message)
-            context["params"].pop("csrfmiddlewaretoken", None)
-            return render(request, PANEL_TEMPLATE, context, status=400)
-        return render(request, "batches/bad_request.html", {"message": message}, status=400)
+        # The form again with what was posted for the operation's own fields, and the message.
+        params = {name: value for name, value in posted.items() if name in op.Params.model_fields}
+        return _refused(request, exc, panel_context(op, params, None), title="Could not start", fragment=False)
 
     return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
+
+
+def _start_confirmation(request: HttpRequest, operation: str) -> HttpResponse:
+    try:
+        op = get_operation(operation)
+    except UnknownOperation:
+        raise Http404 from None
+    try:
+        params = op.parse_params(request.GET, from_form=True)
+    except ValidationError as exc:
+        return render(request, REFUSED_TEMPLATE, {"message": _describe(exc), "title": "Could not start"}, status=400)
+    if not op.may_act(request.user, params):
+        raise Http404
+    context = {
+        "op": op,
+        "params": params,
+        "question": op.confirmation(params) or f"{op.label}: {op.scope_label(params)}?",
+        "back_url": op.scope_url(params) or "/",
+    }
+    return render(request, "batches/start_confirm.html", context)
 
 
 @login_required
@@ -112,10 +228,8 @@ def retry(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such batch.") from None
     except ValidationError as exc:
         batch = _visible_batch_or_404(request, pk)
-        if request.htmx:
-            context = panel_context(_operation_of(batch), batch.params, batch, error=" ".join(exc.messages))
-            return render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=400)
-        return render(request, "batches/bad_request.html", {"message": " ".join(exc.messages)}, status=400)
+        panel = panel_context(_operation_of(batch), batch.params, batch)
+        return _refused(request, exc, panel, title="Could not retry", fragment=True)
     return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
 
 
@@ -126,21 +240,47 @@ def _visible_batch_or_404(request: HttpRequest, pk: int) -> Batch:
     return batch
 
 
-def _operation_of(batch: Batch) -> Operation:
+def _operation_of(batch: Batch) -> Operation | UninstalledOperation:
     try:
         return get_operation(batch.operation)
     except UnknownOperation:
-        raise Http404("This batch's operation is no longer installed.") from None
+        return UninstalledOperation(batch.operation)
 
 
 @login_required
 @require_GET
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
-    context = panel_context(_operation_of(batch), batch.params, batch)
+    op = _operation_of(batch)
+    context = panel_context(op, batch.params, batch)
     if not batch.is_active:
-        context["failure_list"] = selectors.failures(batch)[:FAILURES_SHOWN]
-    return render(request, "batches/batch_detail.html", context)
+        context["failure_list"] = failure_rows(op, batch)
+    live = batch.is_active and request.GET.get("live") == "1"
+    context.update(
+        live=live,
+        refresh_seconds=NO_JS_REFRESH_SECONDS,
+        scope_url=op.scope_url(batch.params),
+        report_url=reverse("api:batch_report", args=[batch.pk]),
+    )
+    response = render(request, "batches/batch_detail.html", context)
+    if live:
+        response["Refresh"] = str(NO_JS_REFRESH_SECONDS)
+    return response
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    item: str
+    error: str
+
+
+def failure_rows(op: Operation | UninstalledOperation, batch: Batch) -> list[FailureRow]:
+    """The first failed items, each named as the operation names it for people."""
+    failures = list(selectors.failures(batch)[:FAILURES_SHOWN])
+    labels: dict[int, str] = {}
+    if not getattr(op, "uninstalled", False):
+        labels = op.item_labels(batch.params, [failure.item_pk for failure in failures if failure.item_pk])
+    return [FailureRow(labels.get(failure.item_pk) or failure.item_key, failure.error) for failure in failures]
 
 
 @login_required
@@ -157,7 +297,7 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
     if batch.is_active and request.GET.get("shown") == batch.status:
         return render(request, LIVE_TEMPLATE, {**context, "live_only": True})
     response = render(request, PANEL_TEMPLATE, {**context, "fragment": True})
-    return reswap(retarget(response, f"#panel-{batch.operation}"), "outerHTML")
+    return _with_ended_event(reswap(retarget(response, f"#panel-{batch.operation}"), "outerHTML"), batch)
 
 
 @login_required
@@ -165,7 +305,38 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def batch_failures(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
     return render(
-        request,
-        "batches/_failures.html",
-        {"batch": batch, "failure_list": selectors.failures(batch)[:FAILURES_SHOWN]},
+        request, "batches/_failures.html", {"batch": batch, "failure_list": failure_rows(_operation_of(batch), batch)}
     )
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The batches the user may see, newest first, filtered by status and operation, paginated."""
+    status = request.GET.get("status", "")
+    operation = request.GET.get("operation", "")
+    batches = selectors.history(request.user, status=status, operation=operation)
+    page = Paginator(batches, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = [(batch, selectors.progress(batch), _operation_of(batch)) for batch in page.object_list]
+    filters = {name: value for name, value in (("status", status), ("operation", operation)) if value}
+    context = {
+        "page": page,
+        "rows": rows,
+        "status": status,
+        "operation": operation,
+        "statuses": Batch._meta.get_field("status").choices,
+        "operations": selectors.visible_operations(request.user),
+        "filter_query": urlencode(filters),
+    }
+    return render(request, "batches/history.html", context)
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on every page (the admin's and the API docs' too)."""
+    path = finders.find("favicon.ico")
+    if not path:
+        raise Http404
+    response = FileResponse(open(path, "rb"), content_type="image/x-icon")  # noqa: SIM115 - FileResponse closes it
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

@@ -9,14 +9,14 @@ from typing import Any
 from django.db.models import F, QuerySet
 
 from batches.demo.models import Ticket
-from batches.operations import BatchContext, ItemContext, Operation, register
+from batches.operations import BatchContext, ItemContext, ObjectId, Operation, register
 
 
 class _OverEvent(Operation):
     chunk_size = 1_000_000  # one chunk: one worker, measured alone
 
-    def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        return {"event_id": int(data["event_id"])}
+    class Params(Operation.Params):
+        event_id: ObjectId
 
     def scope(self, params: Mapping[str, Any]) -> str:
         return f"bench:{self.name}:{params['event_id']}"

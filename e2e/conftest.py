@@ -41,3 +41,26 @@ def log_in(page: Page, base_url: str, username: str) -> None:
     page.get_by_label("Password").fill(f"pw-{username}")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{base_url}/")
+
+
+def watch_csp(page: Page) -> list[str]:
+    """Collect what the page's Content-Security-Policy blocked, as Chromium reports it on the console."""
+    violations: list[str] = []
+
+    def on_console(message) -> None:
+        if "Content Security Policy" in message.text or "htmx:evalDisallowedError" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)
+    return violations
+
+
+def confirm_in_dialog(page: Page, verb: str) -> None:
+    """Answer the page's confirmation <dialog> (static/js/app.js) with the button named `verb`."""
+    page.locator("#confirm-dialog").get_by_role("button", name=verb).click()
+
+
+def start_run(page: Page, label: str = "Reissue tickets") -> None:
+    """Click the operation's start button and confirm in its dialog."""
+    page.get_by_role("button", name=label).click()
+    confirm_in_dialog(page, label)

@@ -1,4 +1,4 @@
-"""The whole flow in a real browser: start, live progress, the guard across tabs, reload, no-JS."""
+"""The whole flow in a real browser: start, live progress, the guard across tabs, reload, no-JS, the CSP."""
 
 import re
 
@@ -6,8 +6,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from batches.models import Batch
+from tests.support import wait_until
 
-from .conftest import log_in
+from .conftest import confirm_in_dialog, log_in, start_run, watch_csp
 
 TICKETS = 300
 ITEM_DELAY_MS = "20"  # 300 items at 20 ms: a run of several seconds, several polls
@@ -40,7 +41,7 @@ def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario)
     page.goto(scenario["event_url"])
     button = page.get_by_role("button", name="Reissue tickets")
 
-    button.click()
+    start_run(page)
     expect(button).to_be_disabled()
     expect(page.locator('[data-figure="done"]')).to_be_visible(timeout=1000)
     expect(page.locator(".batch-panel")).to_contain_text("Started.")
@@ -65,9 +66,9 @@ def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scen
     second_tab = context.new_page()
     second_tab.goto(scenario["event_url"])  # opened before the first click: its button is enabled
 
-    first_tab.get_by_role("button", name="Reissue tickets").click()
+    start_run(first_tab)
     expect(first_tab.locator(".batch-panel")).to_contain_text("Started.")
-    second_tab.get_by_role("button", name="Reissue tickets").click()
+    start_run(second_tab)
 
     expect(second_tab.locator(".batch-panel")).to_contain_text(
         re.compile(r"Already running since \d\d:\d\d, started by alice")
@@ -81,16 +82,21 @@ def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scen
     assert Batch.objects.count() == 1
 
 
-def test_without_javascript_the_form_redirects_to_a_page_that_refreshes_until_done(browser: Browser, scenario):
+def test_without_javascript_the_form_asks_then_redirects_to_a_page_that_refreshes_until_done(
+    browser: Browser, scenario
+):
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     log_in(page, scenario["base"], "alice")
     page.goto(scenario["event_url"])
 
     page.get_by_role("button", name="Reissue tickets").click()
+    expect(page.locator("main")).to_contain_text(f"Reissue all {TICKETS} tickets of Gala? Each gets a new code.")
+    assert not Batch.objects.exists()
+    page.get_by_role("button", name="Reissue tickets").click()
 
     batch = Batch.objects.get()
-    page.wait_for_url(f"{scenario['base']}/batches/{batch.pk}/")
+    page.wait_for_url(f"{scenario['base']}/batches/{batch.pk}/?live=1")
     expect(page.locator(".notice").first).to_contain_text("Started.")
     expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
     expect(page.locator(".failures")).to_contain_text("Seat 194 is blocked by the venue.")
@@ -101,18 +107,76 @@ def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenari
     page = browser.new_context().new_page()
     log_in(page, scenario["base"], "alice")
     page.goto(scenario["event_url"])
-    page.get_by_role("button", name="Reissue tickets").click()
+    start_run(page)
     expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
 
-    page.once("dialog", lambda dialog: dialog.dismiss())
     page.get_by_role("button", name="Cancel run").click()
-    wait_for_more_done(page)  # polls went on after the dismissal
-    assert Batch.objects.get().is_active, "a dismissed confirmation cancels nothing"
+    expect(page.locator("#confirm-dialog")).to_contain_text("Stop this run?")
+    confirm_in_dialog(page, "Keep it running")
+    wait_for_more_done(page)  # polls went on after keeping it
+    assert Batch.objects.get().is_active, "keeping it running cancels nothing"
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel run").click()
+    confirm_in_dialog(page, "Stop the run")
     expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
     expect(page.locator(".batch-panel")).to_contain_text("Cancelled. Items not done yet are counted as skipped.")
     expect(page.get_by_role("button", name="Reissue tickets")).to_be_enabled()
     batch = Batch.objects.get()
     assert batch.status == "cancelled" and batch.skipped_count > 0
+
+
+HIDE_TAB_AND_COUNT_REQUESTS = """() => {
+    window.requestsWhileHidden = 0;
+    document.addEventListener("htmx:beforeRequest", () => { window.requestsWhileHidden += 1; });
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+    Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW_TAB = """() => {
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
+    Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "visible"});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_under_a_strict_csp_progress_polls_and_pauses_while_the_tab_is_hidden(browser: Browser, scenario):
+    page = browser.new_context().new_page()
+    violations = watch_csp(page)
+    log_in(page, scenario["base"], "alice")
+    response = page.goto(scenario["event_url"])
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+
+    start_run(page)
+    wait_for_more_done(page)  # polls run under the policy
+    page.evaluate(HIDE_TAB_AND_COUNT_REQUESTS)
+    batch = Batch.objects.get()
+
+    def ended() -> bool:
+        batch.refresh_from_db()
+        return not batch.is_active
+
+    wait_until(ended, timeout=60, what="the batch to end")
+    assert page.evaluate("window.requestsWhileHidden") == 0, "a hidden tab does not poll"
+    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible()
+
+    page.evaluate(SHOW_TAB)
+    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=5000)
+    assert violations == []
+
+
+def test_the_admin_and_the_api_docs_work_under_the_csp(browser: Browser, live_server, make_user):
+    make_user("root", may_reissue=False, is_staff=True, is_superuser=True)
+    page = browser.new_context().new_page()
+    violations = watch_csp(page)
+    log_in(page, live_server.url, "root")
+
+    page.goto(f"{live_server.url}/admin/batches/batch/")
+    before = page.locator("#main").get_attribute("class") or ""
+    page.get_by_role("button", name="Toggle navigation").click()  # runs the admin's own script
+    page.wait_for_function("before => document.querySelector('#main').className !== before", arg=before)
+
+    page.goto(f"{live_server.url}/api/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Bulk operations API")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert violations == []

@@ -2,20 +2,29 @@
 
 With nothing configured the app runs on the zero-setup default: a SQLite file and Dramatiq's
 StubBroker drained by an in-process worker (`manage.py rundev`). Set DATABASE_URL (Postgres) and
-REDIS_URL for the production shape: a Redis broker and separate `rundramatiq` worker processes.
+REDIS_URL (or BROKER_URL, RabbitMQ) for the production shape: a real broker and separate
+`rundramatiq` worker processes.
 """
 
+import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, "").strip() or default)
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -45,13 +54,21 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "ninja",
+    "axes",
+    "csp",
     "django_dramatiq",
     "batches",
+    "batches.throttle",
     "batches.demo",
 ]
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answer before host checks, HTTPS redirects, sessions and throttles.
+    "batches.health.HealthEndpoints",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "batches.request_checks.RejectNulBytes",
+    "batches.api.token_throttle.RefuseLockedClients",
     "batches.api.middleware.ApiBodyLimit",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -61,6 +78,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "batches.http_headers.PrivateAnswers",
+    # Last, as django-axes asks: it turns a lockout found during authentication into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "site_config.urls"
@@ -84,7 +104,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
+        # Persistent connections on Postgres: a poll then costs no connection set-up (6 ms of 10).
+        # Each web thread and worker thread keeps one: see site_config/web_server.py for the sizing.
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60" if os.environ.get("DATABASE_URL") else "0")),
         conn_health_checks=True,
     )
 }
@@ -97,13 +119,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # Threads of a test share the test database, so it must be a file, not memory.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME") or str(BASE_DIR / "test_db.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out account or address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -120,12 +149,69 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the app folders as well, so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 
+# --- Production security (README, Security) --------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+# Subdomains of the app's own host name are covered by default (they are rarely anything but
+# this app); preloading is a promise to browsers that is slow to undo, so it is opt-in.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]  # "not preloaded": a choice above
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (and strips it from clients).
+if env_bool("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies in front of the app append the client's address to X-Forwarded-For
+# (batches/client_address.py); 0 means REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# Content-Security-Policy (django-csp 4): our own files only, no inline script, no eval. htmx
+# runs under it with its inline indicator styles and eval off (templates/base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],  # Swagger UI's icons are data: URLs
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# Logins (django-axes): after LOGIN_FAILURE_LIMIT failures for one account, or from one client
+# address, logins are refused (429, templates/registration/locked_out.html) for the cool-off.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+AXES_RESET_ON_SUCCESS = True  # narrowed to the account and address that logged in: batches/login_attempts.py
+AXES_HANDLER = "batches.login_attempts.LoginAttempts"  # axes' database handler: Postgres and SQLite
+# Refused attempts during a lockout do not extend it: the cool-off the page names holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_CLIENT_IP_CALLABLE = "batches.client_address.client_address"
+AXES_DISABLE_ACCESS_LOG = True  # keep the failures the lockout needs, not a row for every login
+
+# API tokens: after API_BAD_TOKEN_LIMIT unknown tokens from one client address within
+# API_BAD_TOKEN_WINDOW_SECONDS, its bearer requests get 429 + Retry-After until the window ends.
+API_BAD_TOKEN_LIMIT = env_int("API_BAD_TOKEN_LIMIT", 20)
+API_BAD_TOKEN_WINDOW_SECONDS = env_int("API_BAD_TOKEN_WINDOW_SECONDS", 600)
 
 # --- Dramatiq -------------------------------------------------------------------------------
+# The broker: BROKER_URL=amqp://... selects RabbitMQ, and wins when REDIS_URL is set too (an explicit
+# choice of broker over the Redis the machine may have for other things); REDIS_URL alone selects
+# Redis; neither, the in-process StubBroker of the zero-setup default.
+BROKER_URL = os.environ.get("BROKER_URL", "").strip()
 REDIS_URL = os.environ.get("REDIS_URL", "")
+if BROKER_URL and not BROKER_URL.startswith(("amqp://", "amqps://")):
+    raise ImproperlyConfigured("BROKER_URL must be an amqp:// or amqps:// URL (RabbitMQ); set REDIS_URL for Redis.")
+BROKER_KIND = "rabbitmq" if BROKER_URL else "redis" if REDIS_URL else "stub"
 _DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
@@ -134,7 +220,13 @@ _DRAMATIQ_MIDDLEWARE = [
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "batches.middleware.WorkerLifecycle",
 ]
-if REDIS_URL:
+if BROKER_KIND == "rabbitmq":
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {"url": BROKER_URL},
+        "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
+    }
+elif BROKER_KIND == "redis":
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {"url": REDIS_URL, "namespace": os.environ.get("DRAMATIQ_NAMESPACE", "batches")},
@@ -147,6 +239,23 @@ else:
         "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
     }
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+
+# The worker's own metrics (Dramatiq's Prometheus middleware: messages, durations, errors), served
+# by each `rundramatiq` on dramatiq_prom_host:dramatiq_prom_port (0.0.0.0:9191). Off unless asked:
+# only one worker per machine can have the port.
+if env_bool("DRAMATIQ_PROMETHEUS"):
+    _DRAMATIQ_MIDDLEWARE.append("dramatiq.middleware.prometheus.Prometheus")
+
+# --- Operating it -----------------------------------------------------------------------------
+# /metrics (batches/metrics.py) answers these addresses or networks (as batches/client_address.py
+# sees the client), and any request bearing `Authorization: Bearer METRICS_TOKEN`.
+METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+for _entry in METRICS_ALLOWED_ADDRESSES:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_ADDRESSES: {_entry!r} is not an address or network.") from None
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # --- The engine -----------------------------------------------------------------------------
 # How long a checkpoint may run before its effects, cursor and counters are committed together.
@@ -167,6 +276,21 @@ BATCHES_LEASE_SECONDS = float(os.environ.get("BATCHES_LEASE_SECONDS", "30"))
 BATCHES_SWEEP_SECONDS = float(os.environ.get("BATCHES_SWEEP_SECONDS", "15"))
 # Recoveries in a row without a single checkpoint before a batch is failed as unresumable.
 BATCHES_MAX_RECOVERIES = int(os.environ.get("BATCHES_MAX_RECOVERIES", "8"))
+# A runner's turn on a chunk when more chunks wait for a thread than the pool has: then it goes
+# to the back of the queue. (Another batch owed its share gets the thread at the next checkpoint.)
+BATCHES_SLICE_SECONDS = float(os.environ.get("BATCHES_SLICE_SECONDS", "2"))
+# Every worker process writes a heartbeat this often, from a thread of its own, and sweeps for dead ones.
+BATCHES_WORKER_HEARTBEAT_SECONDS = float(os.environ.get("BATCHES_WORKER_HEARTBEAT_SECONDS", "2"))
+# A worker silent this long is declared dead and the chunks it held are handed to others.
+BATCHES_WORKER_SILENCE_SECONDS = float(os.environ.get("BATCHES_WORKER_SILENCE_SECONDS", "10"))
+# A running batch held by a live worker without a checkpoint for this long shows as stalled.
+BATCHES_STALL_SECONDS = float(os.environ.get("BATCHES_STALL_SECONDS", "10"))
+
+# --- Limits per user ------------------------------------------------------------------------
+# Active (queued or running) batches one user may hold at once; joining a running batch is free.
+BATCHES_MAX_ACTIVE_PER_USER = int(os.environ.get("BATCHES_MAX_ACTIVE_PER_USER", "10"))
+# New batches one user may start per minute (429 with Retry-After beyond that).
+BATCHES_STARTS_PER_MINUTE = int(os.environ.get("BATCHES_STARTS_PER_MINUTE", "20"))
 
 # --- The JSON API ---------------------------------------------------------------------------
 API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
@@ -177,10 +301,30 @@ DEMO_ITEM_DELAY_MS = int(os.environ.get("DEMO_ITEM_DELAY_MS", "50"))
 DEMO_FAIL_EVERY = int(os.environ.get("DEMO_FAIL_EVERY", "97"))
 DEMO_ITEM_TIME_LIMIT = float(os.environ.get("DEMO_ITEM_TIME_LIMIT", "30"))
 
+# LOG_FORMAT=json: every line one JSON object (batches/events.py), a batch event's fields at the top.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT is text (the default) or json.")
+# A running batch's progress line in the log, at most this often per worker process.
+BATCHES_PROGRESS_LOG_SECONDS = float(os.environ.get("BATCHES_PROGRESS_LOG_SECONDS", "30"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "batches.log_format.JsonLines"}, "message": {"format": "%(message)s"}},
+    "filters": {"quiet_probes": {"()": "batches.log_format.QuietProbes"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})},
+        # granian's access log as granian writes it (stdout, the line alone), less the answered probes.
+        "access": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json" if LOG_FORMAT == "json" else "message",
+            "filters": ["quiet_probes"],
+        },
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
 }

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 from django.conf import settings
@@ -50,12 +51,25 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def flush_broker() -> None:
+    """Drop every message queued on the broker the tests run on (Redis or RabbitMQ)."""
+    if settings.BROKER_KIND == "redis":
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    else:
+        import dramatiq
+
+        dramatiq.get_broker().flush_all()
+
+
 class WorkerProcess:
-    """`manage.py rundramatiq` on the Redis broker, exactly as production runs it."""
+    """`manage.py rundramatiq` on the tests' broker (Redis, or RabbitMQ with BROKER_URL), exactly as
+    production runs it."""
 
     def __init__(self, log_path: Path, **env: str) -> None:
-        if not settings.REDIS_URL:
-            raise RuntimeError("A worker process needs REDIS_URL (the Redis broker).")
+        if settings.BROKER_KIND == "stub":
+            raise RuntimeError("A worker process needs a real broker: REDIS_URL (Redis) or BROKER_URL (RabbitMQ).")
         self.log_path = log_path
         self.env = subprocess_env(**env)
         self.process: subprocess.Popen[bytes] | None = None
@@ -113,7 +127,8 @@ class Browserless:
 
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
 
-    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+    def request(self, path: str, data: dict | None = None) -> tuple[int, Message, str]:
+        """Status, headers (looked up case-insensitively, as HTTP names are) and body."""
         body = None
         if data is not None:
             token = next(cookie.value for cookie in self.jar if cookie.name == "csrftoken")
@@ -121,9 +136,9 @@ class Browserless:
         request = urllib.request.Request(self.base + path, body, headers={"Referer": self.base + "/"})
         try:
             with self.opener.open(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read().decode()
+                return response.status, response.headers, response.read().decode()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
+            return error.code, error.headers, error.read().decode()
 
 
 def free_port() -> int:
@@ -132,25 +147,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The web command of the Dockerfile and docker-compose.yml (granian, site_config/web_server.py).
+WEB_COMMAND = [sys.executable, "-m", "site_config.web_server"]
+# The runner-up of `make bench` row 4, kept there for comparison.
+GUNICORN_COMMAND = [sys.executable, "-m", "gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]
+
+
+def web_server_setup(port: int, *, workers: int = 2, threads: int = 8, **env: str) -> tuple[list[str], dict[str, str]]:
+    """The web command and its environment, listening on 127.0.0.1:`port`, on the test database."""
+    sizing = {"WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads)}
+    return WEB_COMMAND, subprocess_env(WEB_HOST="127.0.0.1", WEB_PORT=str(port), **sizing, **env)
+
+
+def gunicorn_setup(port: int, *, workers: int = 2, threads: int = 32, **env: str) -> tuple[list[str], dict[str, str]]:
+    sizing = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}
+    return GUNICORN_COMMAND, subprocess_env(GUNICORN_BIND=f"127.0.0.1:{port}", **sizing, **env)
+
+
 @contextmanager
-def gunicorn(log_path: Path, *, workers: int = 2, threads: int = 16, **env: str) -> Iterator[str]:
-    """The web command of the Dockerfile, on the test database; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--config", "site_config/gunicorn_conf.py", "site_config.wsgi"]
+def serving(command: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server until it listens on `port`; on exit, SIGTERM it and wait for it to stop."""
     with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            command,
-            cwd=BASE_DIR,
-            env=subprocess_env(
-                GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads), **env
-            ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
 
-        def answers() -> bool:
+        def listens() -> bool:
             assert server.poll() is None, log_path.read_text()
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -158,8 +179,24 @@ def gunicorn(log_path: Path, *, workers: int = 2, threads: int = 16, **env: str)
             except OSError:
                 return False
 
-        wait_until(answers, timeout=60, what="gunicorn to listen")
-        yield base
+        wait_until(listens, timeout=60, what=f"{' '.join(command[1:])} to listen")
+        yield server
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
+
+
+@contextmanager
+def web_server(log_path: Path, *, workers: int = 2, threads: int = 8, **env: str) -> Iterator[str]:
+    """The web command of the Dockerfile, on the test database; yields its base URL."""
+    port = free_port()
+    with serving(*web_server_setup(port, workers=workers, threads=threads, **env), port, log_path):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def gunicorn(log_path: Path, *, workers: int = 2, threads: int = 32, **env: str) -> Iterator[str]:
+    """gunicorn as `make bench` runs it (the runner-up), on the test database; yields its base URL."""
+    port = free_port()
+    with serving(*gunicorn_setup(port, workers=workers, threads=threads, **env), port, log_path):
+        yield f"http://127.0.0.1:{port}"

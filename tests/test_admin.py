@@ -7,21 +7,8 @@ from batches.models import Batch, BatchStatus, ItemFailure
 
 
 @pytest.fixture
-def batch(make_user, make_event):
-    event = make_event(tickets=10, name="Gala")
-    batch = Batch.objects.create(
-        operation="reissue_tickets",
-        scope_key=f"event:{event.pk}",
-        params={"event_id": event.pk},
-        scope_label="Gala",
-        status=BatchStatus.FINISHED,
-        total=10,
-        done_count=9,
-        failed_count=1,
-        created_by=make_user("alice"),
-    )
-    ItemFailure.objects.create(batch=batch, item_key="7", item_pk=7, error="SeatCannotBeReissued: Seat 7 is blocked.")
-    return batch
+def batch(make_user, make_finished_batch):
+    return make_finished_batch("Gala", tickets=10, failed=7, created_by=make_user("alice"))
 
 
 def test_operators_list_filter_and_search_batches(admin_client, batch):
@@ -36,11 +23,11 @@ def test_operators_list_filter_and_search_batches(admin_client, batch):
 
 def test_the_batch_page_shows_its_failed_items_and_cannot_be_edited(admin_client, batch):
     page = admin_client.get(reverse("admin:batches_batch_change", args=[batch.pk])).content.decode()
-    assert "Seat 7 is blocked." in page
+    assert "Seat 7 is blocked by the venue." in page
     assert 'name="_save"' not in page
     assert admin_client.get(reverse("admin:batches_batch_add")).status_code == 403
     failures = admin_client.get(reverse("admin:batches_itemfailure_changelist") + f"?batch__id__exact={batch.pk}")
-    assert failures.status_code == 200 and "Seat 7 is blocked." in failures.content.decode()
+    assert failures.status_code == 200 and "Seat 7 is blocked by the venue." in failures.content.decode()
 
 
 def run_action(admin_client, action: str, *batches: Batch):
@@ -70,3 +57,49 @@ def test_admin_actions_cancel_retry_and_resume(admin_client, batch, make_user):
     assert f"Recovered: #{stale.pk} replanned. Not stale (left alone): 1." in page
     stale.refresh_from_db()
     assert stale.recoveries == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        reverse("admin:batches_batch_changelist") + "?status=%00",
+        reverse("admin:batches_batch_changelist") + "?operation=%00",
+        reverse("admin:batches_itemfailure_changelist") + "?batch__operation=%00",
+    ],
+)
+def test_a_nul_byte_in_an_admin_filter_is_refused_not_a_server_error(admin_client, batch, url):
+    response = admin_client.get(url)
+    assert 400 <= response.status_code < 500
+
+
+@pytest.fixture
+def orphaned(make_user, make_event):
+    """Finished batches with failed items: one of an operation no longer installed, one whose event is gone."""
+    event = make_event(tickets=3, name="Cancelled gig")
+    alice = make_user("alice")
+    common = {"status": BatchStatus.FINISHED, "total": 3, "done_count": 2, "failed_count": 1, "created_by": alice}
+    gone_op = Batch.objects.create(operation="gone_op", scope_key="thing:1", params={"thing": 1}, **common)
+    gone_event = Batch.objects.create(
+        operation="reissue_tickets", scope_key=f"event:{event.pk}", params={"event_id": event.pk}, **common
+    )
+    for batch in (gone_op, gone_event):
+        ItemFailure.objects.create(batch=batch, item_key="3", item_pk=3, error="Seat 3 is blocked.")
+    event.delete()
+    return gone_op, gone_event
+
+
+def test_a_batch_whose_operation_or_event_is_gone_still_shows_and_its_retry_warns(admin_client, orphaned):
+    gone_op, _ = orphaned
+    listing = admin_client.get(reverse("admin:batches_batch_changelist"))
+    assert listing.status_code == 200 and "gone_op" in listing.content.decode()
+    page = admin_client.get(reverse("admin:batches_batch_change", args=[gone_op.pk]))
+    assert page.status_code == 200 and "Seat 3 is blocked." in page.content.decode()
+    assert admin_client.get(reverse("admin:batches_batch_changelist") + "?operation=gone_op").status_code == 200
+    before = Batch.objects.count()
+
+    response = run_action(admin_client, "retry_failed_items", *orphaned)
+
+    assert response.status_code == 200
+    warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+    assert {w.split(":")[0] for w in warnings} == {f"Batch #{b.pk}" for b in orphaned}, warnings
+    assert Batch.objects.count() == before

@@ -1,5 +1,7 @@
 """The JSON API: every status code it promises, Idempotency-Key, tokens and sessions, the report."""
 
+import csv
+import io
 import json
 from datetime import timedelta
 
@@ -9,7 +11,7 @@ from django.utils import timezone
 
 from batches import engine
 from batches.api.tokens import create_token, revoke
-from batches.models import ApiToken, Batch, BatchStatus, IdempotencyRecord
+from batches.models import ApiToken, Batch, BatchStatus, IdempotencyRecord, ItemFailure
 
 pytestmark = pytest.mark.django_db
 
@@ -271,7 +273,10 @@ def test_the_report_counts_what_a_cancel_left_as_skipped(api, event, settings):
 def test_operations_are_listed_with_their_params(api):
     (operation,) = api.get("/api/operations").json()
     assert operation["name"] == "reissue_tickets" and operation["label"] == "Reissue tickets"
-    assert operation["params_schema"]["required"] == ["event_id"]
+    schema = operation["params_schema"]
+    assert schema["required"] == ["event_id"] and schema["additionalProperties"] is False
+    assert schema["properties"]["event_id"]["type"] == "integer"
+    assert (schema["properties"]["event_id"]["minimum"], schema["properties"]["event_id"]["maximum"]) == (1, 2**63 - 1)
 
 
 def test_docs_and_schema_are_served_without_a_cdn(client):
@@ -283,3 +288,109 @@ def test_docs_and_schema_are_served_without_a_cdn(client):
     assert scripts and all(src.startswith("/static/") for src in scripts), scripts
     for src in scripts:
         assert client.get(src).status_code == 200
+
+
+def test_a_nul_byte_in_any_filter_is_a_400_in_the_error_shape(api, event):
+    batch_id = start(api, event).json()["id"]
+    for url in [
+        "/api/batches?operation=%00",
+        "/api/batches?status=%00",
+        "/api/batches?nothing%00=1",
+        f"/api/batches/{batch_id}/failures?page=1%00",
+    ]:
+        response = api.get(url)
+        assert response.status_code == 400, url
+        assert response.json()["error"]["code"] == "nul_character" and "%00" in response.json()["error"]["message"]
+    response = start(api, event, **{"Idempotency-Key": "k\x00"})  # a header the database would see
+    assert response.status_code == 400 and response.json()["error"]["code"] == "nul_character"
+    assert Batch.objects.count() == 1
+
+
+def test_unsupported_methods_answer_405_in_the_error_shape_with_allow(api, event):
+    batch_id = start(api, event).json()["id"]
+    for method, url, allowed in [
+        ("put", "/api/batches", "GET, POST"),
+        ("delete", "/api/batches", "GET, POST"),
+        ("delete", f"/api/batches/{batch_id}", "GET"),
+        ("patch", "/api/operations", "GET"),
+        ("get", f"/api/batches/{batch_id}/cancel", "POST"),
+    ]:
+        response = getattr(api, method)(url)
+        assert response.status_code == 405, (method, url)
+        assert response["Allow"] == allowed and response["Content-Type"] == "application/json"
+        error = response.json()["error"]
+        assert error["code"] == "method_not_allowed" and method.upper() in error["message"]
+    assert Batch.objects.get().is_active
+
+
+def test_unknown_paths_under_the_api_answer_404_in_the_error_shape(api):
+    for response in [api.get("/api/nope"), api.get("/api/batches/"), post(api, "/api/batches/1/nope")]:
+        assert response.status_code == 404 and response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def finished_with_a_failure(client: Client, event) -> int:
+    batch_id = start(client, event).json()["id"]
+    Batch.objects.filter(pk=batch_id).update(status=BatchStatus.FINISHED, total=20, done_count=19, failed_count=1)
+    ItemFailure.objects.create(batch_id=batch_id, item_key="1", item_pk=1, error="boom")
+    return batch_id
+
+
+def test_retry_of_a_batch_whose_event_was_deleted_or_operation_removed_is_409_and_starts_nothing(
+    api, event, make_event
+):
+    batch_id = finished_with_a_failure(api, event)
+    event_id = event.pk
+    event.delete()
+    response = post(api, f"/api/batches/{batch_id}/retry-failed")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["error"]["code"] == "params_invalid" and f"There is no event {event_id}." in body["error"]["message"]
+    assert body["batch"]["id"] == batch_id
+
+    other = finished_with_a_failure(api, make_event(tickets=2))
+    Batch.objects.filter(pk=other).update(operation="gone_operation")
+    response = post(api, f"/api/batches/{other}/retry-failed")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "operation_not_installed" and "'gone_operation'" in error["message"]
+    assert Batch.objects.count() == 2
+
+
+def test_the_report_of_a_batch_whose_operation_was_removed_is_409_before_streaming(api, event, settings):
+    settings.DEMO_ITEM_DELAY_MS = 0
+    batch_id = start(api, event).json()["id"]
+    for chunk_id in engine.plan(batch_id):
+        engine.run_chunk(chunk_id, budget_seconds=600)
+    Batch.objects.filter(pk=batch_id).update(operation="gone_operation")
+
+    response = api.get(f"/api/batches/{batch_id}/report.csv")
+    assert response.status_code == 409 and not response.streaming
+    assert response.json()["error"]["code"] == "operation_not_installed"
+    assert api.get(f"/api/batches/{batch_id}/failures").status_code == 200
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx=1", "\rx=1"]
+
+
+def test_the_report_neutralises_cells_a_spreadsheet_would_run_as_formulas(api, event, settings):
+    settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 3  # seats 3, 6, 9, 12, 15, 18 fail
+    batch_id = start(api, event).json()["id"]
+    for chunk_id in engine.plan(batch_id):
+        engine.run_chunk(chunk_id, budget_seconds=600)
+    failures = list(ItemFailure.objects.filter(batch_id=batch_id).order_by("item_pk"))
+    assert len(failures) == len(FORMULAS)
+    for failure, formula in zip(failures, FORMULAS, strict=True):
+        ItemFailure.objects.filter(pk=failure.pk).update(error=formula)
+
+    text = b"".join(api.get(f"/api/batches/{batch_id}/report.csv").streaming_content).decode()
+    errors = [row[2] for row in csv.reader(io.StringIO(text, newline="")) if row[1] == "failed"]
+    assert errors == ["'" + formula for formula in FORMULAS]
+
+
+def test_the_schema_documents_the_limits_and_the_405(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for path, method in [("/api/batches", "post"), ("/api/batches/{batch_id}/retry-failed", "post")]:
+        limited = paths[path][method]["responses"]["429"]
+        assert limited["headers"]["Retry-After"]["required"] is True
+    assert all("405" in operation["responses"] for path in paths.values() for operation in path.values())

@@ -175,6 +175,23 @@ def test_retry_failed_is_guarded_and_refuses_what_it_cannot_do(fast_demo, settin
 
 
 @pytest.mark.both_backends
+def test_retry_failed_explains_a_removed_operation_or_a_deleted_scope(fast_demo, make_event, alice):
+    # The admin's retry action shows these messages: they must be ValidationErrors a person reads.
+    event = make_event(tickets=20)
+    first = run_all(start(event, alice))
+    Batch.objects.filter(pk=first.pk).update(operation="gone_operation")
+    with pytest.raises(ValidationError, match="the operation 'gone_operation' of this batch is no longer installed"):
+        retry_failed(first.pk, user=alice)
+
+    Batch.objects.filter(pk=first.pk).update(operation="reissue_tickets")
+    event_id = event.pk
+    event.delete()
+    with pytest.raises(ValidationError, match=f"Cannot retry. There is no event {event_id}."):
+        retry_failed(first.pk, user=alice)
+    assert Batch.objects.count() == 1
+
+
+@pytest.mark.both_backends
 def test_an_item_past_its_time_limit_fails_as_timed_out_and_the_rest_go_on(fast_demo, make_event, alice):
     event = make_event(tickets=6)
     real_handle = ReissueTickets.handle
@@ -214,13 +231,13 @@ def test_the_sweep_resumes_stale_batches_once_per_lease(fast_demo, make_event, a
     make_stale(queued)
     make_stale(running)
 
-    with mock.patch("batches.recovery.enqueue_plan") as plan, mock.patch("batches.recovery.enqueue_chunks") as chunks:
+    with mock.patch("batches.dispatch.plan") as plan, mock.patch("batches.dispatch.run") as run:
         recovered = {(r.batch_id, r.action) for r in recover_stale()}
         assert recover_stale() == [], "a recovered batch has a new lease"
 
     assert recovered == {(queued.pk, "replanned"), (running.pk, "resumed")}
     plan.assert_called_once_with(queued.pk)
-    chunks.assert_called_once_with(list(Chunk.objects.filter(batch=running).values_list("pk", flat=True)))
+    run.assert_called_once_with(running.pk, count=Chunk.objects.filter(batch=running).count())
     fresh.refresh_from_db()
     assert fresh.recoveries == 0
 
@@ -230,7 +247,7 @@ def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, fast
     settings.BATCHES_MAX_RECOVERIES = 2
     stuck = start(make_event(tickets=3), alice)
     orphan = Batch.objects.create(operation="gone_operation", scope_key="x", lease_expires_at=timezone.now())
-    with mock.patch("batches.recovery.enqueue_plan"):
+    with mock.patch("batches.dispatch.plan"):
         for _ in range(3):
             make_stale(stuck)
             recover_stale()
@@ -251,7 +268,7 @@ def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, m
     assert (joined.created, joined.resumed) == (False, False)
 
     make_stale(batch)
-    with mock.patch("batches.recovery.enqueue_plan") as plan:
+    with mock.patch("batches.dispatch.plan") as plan:
         resumed = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
     assert (resumed.batch.pk, resumed.resumed) == (batch.pk, True)
     plan.assert_called_once_with(batch.pk)
@@ -262,7 +279,7 @@ def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, m
 def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, capsys):
     batch = start(make_event(tickets=3), alice)
     make_stale(batch)
-    with mock.patch("batches.recovery.enqueue_plan"):
+    with mock.patch("batches.dispatch.plan"):
         call_command("batches", "recover")
     assert f"Batch {batch.pk}: replanned." in capsys.readouterr().out
 
@@ -270,16 +287,16 @@ def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, c
 @pytest.mark.both_backends
 def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo, make_event, alice):
     batch = start(make_event(tickets=3), alice)
-    (chunk_id,) = engine.plan(batch.pk)
+    engine.plan(batch.pk)
     message = {
-        "actor_name": "run_chunk",
-        "args": [chunk_id],
+        "actor_name": "run_batch",
+        "args": [batch.pk],
         "options": {"traceback": "Traceback ...\nRuntimeError: the payment gateway is down"},
     }
     batch_message_gave_up.fn(message, {"retries": 10, "max_retries": 10})
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FAILED
-    assert batch.error == "Gave up after 10 retries of run_chunk: RuntimeError: the payment gateway is down"
+    assert batch.error == "Gave up after 10 retries of run_batch: RuntimeError: the payment gateway is down"
 
 
 @pytest.mark.both_backends

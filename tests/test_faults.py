@@ -1,19 +1,18 @@
-"""Fault injection against real `rundramatiq` processes on Redis and Postgres: workers killed with
-SIGKILL, the broker flushed, database connections terminated. The batch must still complete, each
-ticket's effect exactly once, the counters equal to the truth in the tables."""
+"""Fault injection against real `rundramatiq` processes on Postgres and Redis (RabbitMQ with
+BROKER_URL): workers killed with SIGKILL, the broker flushed, database connections terminated.
+The batch must still complete, each ticket's effect exactly once, the counters equal to the truth
+in the tables."""
 
 import random
 import time
 
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection
 
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
-from tests.support import wait_until
+from tests.support import flush_broker, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +75,7 @@ def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, ma
     wait_for_progress(batch, beyond=100)
     assert batch.is_active
 
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # every queued message is gone
+    flush_broker()  # every queued message is gone
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
     assert_exactly_once(batch, event, total)

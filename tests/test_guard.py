@@ -45,7 +45,7 @@ def test_a_second_start_joins_the_active_batch_and_a_finished_one_frees_the_scop
     alice, bob = make_user("alice"), make_user("bob")
 
     first = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice)
-    second = start_batch(operation="reissue_tickets", data={"event_id": str(event.pk)}, user=bob)
+    second = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
     assert first.created and not second.created
     assert second.batch.pk == first.batch.pk
     assert second.batch.created_by == alice

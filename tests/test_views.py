@@ -1,5 +1,6 @@
 """The web UI over HTTP: start (HTMX and plain forms), the guard's answer, visibility, the poll."""
 
+import html
 import re
 
 import pytest
@@ -10,6 +11,14 @@ from batches.models import Batch, BatchStatus, ItemFailure
 
 START_URL = reverse("batches:start", args=["reissue_tickets"])
 HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def page_headers(client, url: str) -> dict[str, str]:
+    return dict(client.get(url).headers)
+
+
+def html_text(response) -> str:
+    return html.unescape(response.content.decode())
 
 
 @pytest.fixture
@@ -53,22 +62,31 @@ def test_a_second_htmx_start_shows_the_running_batch_and_who_started_it(alice_cl
 
     assert response.status_code == 200
     assert Batch.objects.count() == 1
-    assert re.search(r"Already running since \d\d:\d\d, started by alice", response.content.decode())
+    assert re.search(
+        r'Already running since <time datetime="[^"]+" data-local="time">\d\d:\d\d UTC</time>, started by alice',
+        response.content.decode(),
+    )
     assert f"/batches/{Batch.objects.get().pk}/progress/" in response.content.decode()
 
 
-def test_plain_form_start_redirects_303_to_the_batch_page_which_refreshes_itself(alice_client, event):
+def test_plain_form_start_redirects_303_to_the_batch_page_which_refreshes_until_paused(alice_client, event):
     response = alice_client.post(START_URL, {"event_id": event.pk})
     batch = Batch.objects.get()
     assert response.status_code == 303
-    assert response["Location"] == f"/batches/{batch.pk}/"
+    assert response["Location"] == f"/batches/{batch.pk}/?live=1"
 
-    page = alice_client.get(response["Location"]).content.decode()
-    assert '<noscript><meta http-equiv="refresh" content="1"></noscript>' in page
-    assert "Started." in page
+    live = alice_client.get(response["Location"])
+    page = live.content.decode()
+    assert live["Refresh"] == "5", "without JavaScript, the page the person asked to keep live reloads"
+    assert 'http-equiv="refresh"' not in page
+    assert "Started." in page and f'href="/batches/{batch.pk}/">Stop reloading</a>' in page
+
+    paused = alice_client.get(f"/batches/{batch.pk}/")
+    assert "Refresh" not in paused.headers
+    assert f'href="/batches/{batch.pk}/?live=1">Reload every 5 seconds</a>' in paused.content.decode()
 
     again = alice_client.post(START_URL, {"event_id": event.pk}, follow=True)
-    assert again.redirect_chain == [(f"/batches/{batch.pk}/", 303)]
+    assert again.redirect_chain == [(f"/batches/{batch.pk}/?live=1", 303)]
     assert "Already running since" in again.content.decode()
     assert Batch.objects.count() == 1
 
@@ -76,9 +94,9 @@ def test_plain_form_start_redirects_303_to_the_batch_page_which_refreshes_itself
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({}, "Choose an event: event_id must be a whole number."),
-        ({"event_id": "abc"}, "Choose an event: event_id must be a whole number."),
-        ({"event_id": "999999"}, "There is no event 999999."),
+        ({}, "event_id: This field is required."),
+        ({"event_id": "abc"}, "event_id: Must be a whole number written with the digits 0-9, e.g. 42."),
+        ({"event_id": "999999"}, "event_id: There is no event 999999."),
     ],
 )
 def test_bad_input_is_a_400_with_a_message_and_starts_nothing(alice_client, data, message):
@@ -89,9 +107,14 @@ def test_bad_input_is_a_400_with_a_message_and_starts_nothing(alice_client, data
     assert not Batch.objects.exists()
 
 
-def test_unknown_operation_and_get_are_refused(alice_client, event):
+def test_unknown_operation_and_other_methods_are_refused(alice_client, event):
     assert alice_client.post("/batches/start/nope/", {"event_id": event.pk}).status_code == 404
-    assert alice_client.get(START_URL).status_code == 405
+    assert alice_client.get("/batches/start/nope/", {"event_id": event.pk}).status_code == 404
+    assert alice_client.put(START_URL).status_code == 405
+    # GET is the confirmation page (the no-JavaScript path): without params, a 400 that says why.
+    response = alice_client.get(START_URL)
+    assert response.status_code == 400 and "event_id: This field is required." in response.content.decode()
+    assert not Batch.objects.exists()
 
 
 def test_users_who_may_not_act_get_404_for_starts_and_for_others_batches(client, alice_client, event, make_user):
@@ -161,7 +184,11 @@ def test_a_finished_batch_stops_polling_and_shows_its_summary(alice_client, even
     failures = alice_client.get(f"/batches/{batch.pk}/failures/", **HTMX).content.decode()
     assert "Seat 7 is blocked." in failures
     page = alice_client.get(f"/batches/{batch.pk}/").content.decode()
-    assert "Seat 7 is blocked." in page and 'http-equiv="refresh"' not in page
+    assert (
+        "Seat 7 is blocked." in page
+        and 'http-equiv="refresh"' not in page
+        and "Refresh" not in page_headers(alice_client, f"/batches/{batch.pk}/?live=1")
+    )
 
 
 def test_state_changing_requests_need_the_csrf_token(make_user, event):
@@ -176,7 +203,7 @@ def test_cancel_asks_first_without_javascript_then_ends_the_batch(alice_client, 
     batch = Batch.objects.get()
 
     confirm = alice_client.get(f"/batches/{batch.pk}/cancel/").content.decode()
-    assert "Yes, cancel it" in confirm and 'method="post"' in confirm
+    assert "Stop the run</button>" in confirm and "Keep it running</a>" in confirm and 'method="post"' in confirm
     assert Batch.objects.get().is_active, "the confirmation page changes nothing"
 
     response = alice_client.post(f"/batches/{batch.pk}/cancel/", follow=True)
@@ -189,7 +216,8 @@ def test_htmx_cancel_answers_with_the_ended_panel(alice_client, event):
     alice_client.post(START_URL, {"event_id": event.pk}, **HTMX)
     batch = Batch.objects.get()
     page = alice_client.get(f"/events/{event.pk}/").content.decode()
-    assert 'hx-confirm="Cancel this run?' in page
+    assert 'data-confirm="Stop this run?' in page and 'data-confirm-yes="Stop the run"' in page
+    assert 'data-confirm-no="Keep it running"' in page and "hx-confirm" not in page
 
     html = alice_client.post(f"/batches/{batch.pk}/cancel/", **HTMX).content.decode()
     assert 'data-status="cancelled"' in html and "by alice" in html
@@ -215,10 +243,75 @@ def test_retry_failed_from_the_page_starts_a_linked_batch(alice_client, event):
 
     response = alice_client.post(f"/batches/{first.pk}/retry-failed/")
     retry = Batch.objects.exclude(pk=first.pk).get()
-    assert response.status_code == 303 and response["Location"] == f"/batches/{retry.pk}/"
+    assert response.status_code == 303 and response["Location"] == f"/batches/{retry.pk}/?live=1"
     assert retry.retry_of_id == first.pk
     page = alice_client.get(response["Location"]).content.decode()
     assert f"Started a retry of the failed items of #{first.pk}." in page
 
     again = alice_client.post(f"/batches/{retry.pk}/retry-failed/", **HTMX)
     assert again.status_code == 400 and "still running" in again.content.decode()
+
+
+def test_a_nul_byte_in_a_query_string_or_a_form_is_a_400_plain_page(alice_client, admin_client, event):
+    for client, url in [
+        (alice_client, f"/events/{event.pk}/?page=%00"),
+        (admin_client, "/admin/batches/batch/?status=%00"),
+        (admin_client, "/admin/batches/batch/?operation=%00"),
+        (admin_client, "/admin/batches/batch/?q=%00"),
+        (admin_client, "/admin/batches/itemfailure/?batch__operation=%00"),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 400, url
+        assert response["Content-Type"].startswith("text/plain") and "NUL character" in response.content.decode()
+    response = alice_client.post(START_URL, {"event_id": f"{event.pk}\x00"}, **HTMX)
+    assert response.status_code == 400 and "NUL character" in response.content.decode()
+    assert not Batch.objects.exists()
+
+
+def _finished_with_a_failure(client, event) -> Batch:
+    client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get(scope_key=f"event:{event.pk}")
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.FINISHED, total=10, done_count=9, failed_count=1)
+    ItemFailure.objects.create(batch=batch, item_key="1", item_pk=1, error="boom")
+    return batch
+
+
+def test_retry_of_a_batch_whose_event_was_deleted_says_why_and_starts_nothing(alice_client, event):
+    batch = _finished_with_a_failure(alice_client, event)
+    event_id = event.pk
+    event.delete()
+    htmx = alice_client.post(f"/batches/{batch.pk}/retry-failed/", **HTMX)
+    plain = alice_client.post(f"/batches/{batch.pk}/retry-failed/")
+    for response in (htmx, plain):
+        assert response.status_code == 400
+        assert f"Cannot retry. There is no event {event_id}." in response.content.decode()
+    assert 'class="batch-panel"' in htmx.content.decode() and "<h1>Could not retry</h1>" in plain.content.decode()
+    assert Batch.objects.count() == 1
+
+
+def test_a_batch_whose_operation_was_removed_still_shows_and_cannot_be_retried(alice_client, event):
+    batch = _finished_with_a_failure(alice_client, event)
+    Batch.objects.filter(pk=batch.pk).update(operation="gone_operation")
+
+    page = alice_client.get(f"/batches/{batch.pk}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "gone_operation (no longer installed)" in html and "boom" in html
+    assert "/retry-failed/" not in html and "/batches/start/" not in html
+    for response in (
+        alice_client.post(f"/batches/{batch.pk}/retry-failed/", **HTMX),
+        alice_client.post(f"/batches/{batch.pk}/retry-failed/"),
+    ):
+        assert response.status_code == 400
+        message = "Cannot retry: the operation 'gone_operation' of this batch is no longer installed."
+        assert message in html_text(response)
+    assert Batch.objects.count() == 1
+
+
+def test_cancelling_a_batch_whose_operation_was_removed_answers_with_its_panel(alice_client, event):
+    alice_client.post(START_URL, {"event_id": event.pk})
+    batch = Batch.objects.get()
+    Batch.objects.filter(pk=batch.pk).update(operation="gone_operation")
+    response = alice_client.post(f"/batches/{batch.pk}/cancel/", **HTMX)
+    assert response.status_code == 200 and 'data-status="cancelled"' in response.content.decode()
+    assert Batch.objects.get().status == BatchStatus.CANCELLED

@@ -1,4 +1,5 @@
-"""A real `rundramatiq` process on the Redis broker runs a batch to the end, each item exactly once."""
+"""A real `rundramatiq` process on the tests' broker (Redis, or RabbitMQ with BROKER_URL) runs a batch
+to the end, each item exactly once."""
 
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure

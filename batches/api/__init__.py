@@ -11,7 +11,7 @@ api = BatchesAPI(
     description=(
         "Start long bulk operations and follow them. POST /api/batches answers at once with 202 and a "
         "Location to poll; one batch per scope runs at a time (409 names it). Authenticate with "
-        "'Authorization: Bearer <token>' (tokens are created in the admin) or a session with CSRF."
+        "`Authorization: Bearer <token>` (tokens are created in the admin) or a session with CSRF."
     ),
     auth=API_AUTH,
     urls_namespace="api",

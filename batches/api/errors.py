@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as RequestValidationError
@@ -15,9 +16,19 @@ logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, batch: dict | None = None, **detail: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        batch: dict | None = None,
+        headers: dict[str, str] | None = None,
+        **detail: Any,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.batch, self.detail = status, code, message, batch, detail
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message, **self.detail}}
@@ -34,6 +45,29 @@ def conflict(code: str, message: str, batch: dict) -> ApiError:
     return ApiError(409, code, message, batch=batch)
 
 
+def too_many(code: str, message: str, retry_after: int) -> ApiError:
+    return ApiError(429, code, message, headers={"Retry-After": str(retry_after)})
+
+
+def method_not_allowed(request: HttpRequest, allowed: list[str]) -> HttpResponse:
+    """405 in the API's shape, with Allow: django-ninja answers it in plain text by itself."""
+    methods = ", ".join(sorted(allowed))
+    response = _plain_error(405, "method_not_allowed", f"{request.method} is not allowed here; use {methods}.")
+    response["Allow"] = methods
+    return response
+
+
+@csrf_exempt  # a 404 whatever the method; CSRF would answer a POST with an HTML 403 first
+def no_such_endpoint(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Every path under /api/ that no route takes: 404 in the API's shape, not Django's page."""
+    return _plain_error(404, "not_found", f"No such API endpoint: {request.path}. The schema is at /api/openapi.json.")
+
+
+def _plain_error(status: int, code: str, message: str) -> JsonResponse:
+    """The error shape outside django-ninja's views (which answer through `install`'s handlers)."""
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
 # What django-ninja raises itself: bodies it cannot parse, CSRF failures of session requests.
 _HTTP_ERROR_CODES = {400: "invalid_request", 403: "forbidden", 405: "method_not_allowed"}
 
@@ -43,6 +77,8 @@ def install(api: NinjaAPI) -> None:
         response = api.create_response(request, error.body(), status=error.status)
         if error.batch is not None:
             response["Location"] = error.batch["links"]["self"]
+        for name, value in error.headers.items():
+            response[name] = value
         return response
 
     def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
@@ -60,6 +96,8 @@ def install(api: NinjaAPI) -> None:
 
     def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # the body did not parse
+            return respond(request, ApiError(400, code, f"The request body is not valid JSON: {exc.__cause__}"))
         return respond(request, ApiError(exc.status_code, code, f"{exc}."))
 
     def missing(request: HttpRequest, exc: Http404) -> HttpResponse:

@@ -12,7 +12,10 @@ StatusName = Literal["queued", "running", "finished", "failed", "cancelled"]
 
 class StartIn(Schema):
     operation: str = Field(..., max_length=100, description="An operation's name, as GET /api/operations lists.")
-    params: dict[str, Any] = Field(default_factory=dict, description="The operation's parameters.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The operation's parameters, checked strictly against its params_schema (GET /api/operations).",
+    )
 
 
 class BatchLinks(Schema):
@@ -22,6 +25,14 @@ class BatchLinks(Schema):
     report: str
     cancel: str | None = Field(None, description="Present while the batch is active.")
     retry_failed: str | None = Field(None, description="Present once it has ended with failed items.")
+
+
+class ConditionOut(Schema):
+    code: Literal[
+        "queued", "no_worker", "waiting", "running", "worker_lost", "stalled", "finished", "failed", "cancelled"
+    ] = Field(..., description="What the batch is doing now, beyond its status: e.g. no_worker, worker_lost.")
+    message: str = Field(..., description="The same in words, as the web UI shows it.")
+    since: datetime | None = Field(..., description="When the condition began, where that is known.")
 
 
 class BatchOut(Schema):
@@ -39,6 +50,7 @@ class BatchOut(Schema):
     percent: int
     rate: float | None = Field(..., description="Items per second since the batch started.")
     eta_seconds: int | None
+    condition: ConditionOut
     error: str
     created_by: str | None
     cancelled_by: str | None

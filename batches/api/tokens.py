@@ -1,4 +1,6 @@
-"""Personal API tokens: created (shown once) and revoked in the admin, checked on each request."""
+"""Personal API tokens: created (shown once) and revoked in the admin, checked on each request.
+
+A password change or reset revokes all of the user's tokens (batches.accounts)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
 
 def revoke(tokens: QuerySet[ApiToken]) -> int:
     return tokens.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def revoke_all_of(user: AbstractBaseUser) -> int:
+    """Revoke every token of `user`, e.g. when their password changes."""
+    return revoke(ApiToken.objects.filter(user=user))
 
 
 def user_for_token(raw: str) -> AbstractBaseUser | None:

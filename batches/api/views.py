@@ -6,12 +6,11 @@ with the batch that already holds the scope. Errors are always {"error": {"code"
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -19,12 +18,14 @@ from django.urls import reverse
 from ninja import Header, Query, Router, Status
 
 from batches import selectors
+from batches.csv_export import csv_lines
 from batches.models import Batch
 from batches.operations import UnknownOperation, all_operations
-from batches.services import StartResult, cancel_batch, retry_failed, start_batch
+from batches.services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
+from batches.status import describe, with_liveness
 
 from . import idempotency
-from .errors import ApiError, conflict, not_found
+from .errors import ApiError, conflict, not_found, too_many
 from .schemas import (
     BatchOut,
     BatchPage,
@@ -50,6 +51,7 @@ IdempotencyKey = Header(
 
 def batch_body(batch: Batch) -> dict[str, Any]:
     progress = selectors.progress(batch)
+    condition = describe(batch)
     url = reverse("api:batch", args=[batch.pk])
     return {
         "id": batch.pk,
@@ -66,6 +68,7 @@ def batch_body(batch: Batch) -> dict[str, Any]:
         "percent": progress.percent,
         "rate": round(progress.rate, 3) if progress.rate else None,
         "eta_seconds": round(progress.eta.total_seconds()) if progress.eta is not None else None,
+        "condition": {"code": condition.code, "message": condition.message, "since": condition.since},
         "error": batch.error,
         "created_by": batch.created_by.get_username() if batch.created_by else None,
         "cancelled_by": batch.cancelled_by.get_username() if batch.cancelled_by else None,
@@ -98,7 +101,7 @@ def _visible(request: HttpRequest, batch_id: int) -> Batch:
 
 def _fresh(batch: Batch) -> Batch:
     """The batch re-read with who started and cancelled it, for a response body."""
-    return Batch.objects.select_related("created_by", "cancelled_by").get(pk=batch.pk)
+    return with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).get(pk=batch.pk)
 
 
 def _accepted_or_conflict(result: StartResult, response: HttpResponse) -> Status:
@@ -124,6 +127,8 @@ def _idempotent(
     key = key.strip().strip('"')  # the draft sends it as a quoted structured-field string
     if not key:
         raise ApiError(400, "invalid_idempotency_key", "The Idempotency-Key header is empty.")
+    if not key.isascii() or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key", "The Idempotency-Key must be printable ASCII text.")
     fingerprint = idempotency.fingerprint(request.method, request.path, payload)
     claim = idempotency.claim(request.auth, key, fingerprint)
     if claim.outcome is idempotency.Outcome.MISMATCH:
@@ -171,6 +176,8 @@ def create_batch(
         except UnknownOperation as exc:
             known = sorted(op.name for op in all_operations())
             raise ApiError(400, "unknown_operation", str(exc), known_operations=known) from None
+        except StartLimitReached as exc:
+            raise too_many(exc.code, exc.message, exc.retry_after) from None
         except ValidationError as exc:
             raise ApiError(400, "invalid_params", "The params are not valid.", fields=_fields(exc)) from None
         except PermissionDenied:
@@ -182,7 +189,10 @@ def create_batch(
 
 def _fields(exc: ValidationError) -> dict[str, list[str]]:
     if hasattr(exc, "error_dict"):
-        return {f"params.{name}": messages for name, messages in exc.message_dict.items()}
+        return {
+            "params" if name == NON_FIELD_ERRORS else f"params.{name}": messages
+            for name, messages in exc.message_dict.items()
+        }
     return {"params": exc.messages}
 
 
@@ -248,6 +258,10 @@ def cancel(request: HttpRequest, batch_id: int):
     url_name="batch_retry_failed",
     response={202: BatchOut, 409: ConflictOut, 422: ErrorOut, **ERRORS},
     summary="Start a batch over only the failed items of an ended one",
+    description=(
+        "409 when the batch is still active, or when its failed items cannot be retried any more "
+        "(its operation is no longer installed, or its scope is gone): the body names the batch."
+    ),
 )
 def retry_failed_items(
     request: HttpRequest, batch_id: int, response: HttpResponse, idempotency_key: str | None = IdempotencyKey
@@ -257,11 +271,13 @@ def retry_failed_items(
             result = retry_failed(batch_id, user=request.auth)
         except Batch.DoesNotExist:
             raise not_found("batch") from None
+        except StartLimitReached as exc:
+            raise too_many(exc.code, exc.message, exc.retry_after) from None
         except ValidationError as exc:
-            original = _fresh(_visible(request, batch_id))
-            if original.is_active:
-                raise conflict("batch_active", " ".join(exc.messages), batch_body(original)) from None
-            raise ApiError(400, "no_failed_items", " ".join(exc.messages)) from None
+            code, message = getattr(exc, "code", None) or "cannot_retry", " ".join(exc.messages)
+            if code == "no_failed_items":
+                raise ApiError(400, code, message) from None
+            raise conflict(code, message, batch_body(_fresh(_visible(request, batch_id)))) from None
         return _accepted_or_conflict(result, response)
 
     return _idempotent(request, idempotency_key, {"retry_of": batch_id}, response, produce)
@@ -284,17 +300,10 @@ def failures(
     )
 
 
-class _Line:
-    """A file-like object for csv.writer that hands back what was written."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @router.get(
     "/batches/{batch_id}/report.csv",
     url_name="batch_report",
-    response={200: None, **ERRORS},
+    response={200: None, 409: ConflictOut, **ERRORS},
     openapi_extra={
         "responses": {
             200: {
@@ -306,14 +315,16 @@ class _Line:
 )
 def report(request: HttpRequest, batch_id: int):
     batch = _visible(request, batch_id)
-    writer = csv.writer(_Line())
-
-    def rows() -> Iterator[str]:
-        yield writer.writerow(["item_key", "outcome", "error"])
-        for row in selectors.item_outcomes(batch):
-            yield writer.writerow(row)
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    try:
+        outcomes = selectors.item_outcomes(batch)  # decided here, before the first byte goes out
+    except UnknownOperation:
+        message = (
+            f"Batch {batch.pk}'s operation {batch.operation!r} is no longer installed, so its items cannot be "
+            "listed. Its failures are still at its failures link."
+        )
+        raise conflict("operation_not_installed", message, batch_body(_fresh(batch))) from None
+    rows = csv_lines(["item_key", "outcome", "error"], outcomes)
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
     return response
 

@@ -9,4 +9,5 @@ class DemoConfig(AppConfig):
     verbose_name = "Demo: events and tickets"
 
     def ready(self) -> None:
+        # Here, not at the top: the operation uses the demo's models, which exist once the apps are loaded.
         from . import operations  # noqa: F401 - registers the demo operation

@@ -10,11 +10,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import CharField, F, QuerySet, Value
+from django.db.models import CharField, Count, F, QuerySet, Value
 from django.db.models.functions import MD5, Cast, Concat, Mod, Substr
+from django.urls import reverse
 from django.utils import timezone
+from pydantic import Field
 
-from batches.operations import BatchContext, ItemContext, Operation, register
+from batches.operations import BatchContext, ItemContext, ObjectId, Operation, register
 
 from .models import Event, Ticket
 
@@ -27,34 +29,46 @@ class SeatCannotBeReissued(Exception):
 class ReissueTickets(Operation):
     name = "reissue_tickets"
     label = "Reissue tickets"
+    items_name = "tickets"
+    expected_errors = (SeatCannotBeReissued,)
     item_time_limit = settings.DEMO_ITEM_TIME_LIMIT
-    params_schema = {
-        "type": "object",
-        "properties": {"event_id": {"type": "integer", "description": "The event whose tickets to reissue."}},
-        "required": ["event_id"],
-    }
 
-    def clean_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        raw = data.get("event_id")
-        try:
-            event_id = int(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValidationError({"event_id": "Choose an event: event_id must be a whole number."}) from None
-        if not Event.objects.filter(pk=event_id).exists():
-            raise ValidationError({"event_id": f"There is no event {event_id}."})
-        return {"event_id": event_id}
+    class Params(Operation.Params):
+        event_id: ObjectId = Field(description="The event whose tickets to reissue.")
+
+    def clean_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not Event.objects.filter(pk=params["event_id"]).exists():
+            raise ValidationError({"event_id": f"There is no event {params['event_id']}."})
+        return params
 
     def scope(self, params: Mapping[str, Any]) -> str:
         return f"event:{params['event_id']}"
 
     def scope_label(self, params: Mapping[str, Any]) -> str:
-        return Event.objects.values_list("name", flat=True).get(pk=params["event_id"])
+        name = Event.objects.filter(pk=params["event_id"]).values_list("name", flat=True).first()
+        return name or f"event {params['event_id']}"
 
     def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
         return self.may_see_all(user)
 
     def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         return user.has_perm("demo.reissue_tickets")
+
+    def item_label(self, item: Ticket) -> str:
+        return f"Seat {item.number} ({item.holder})"
+
+    def confirmation(self, params: Mapping[str, Any]) -> str | None:
+        event_id = params.get("event_id")  # the form of a refused start may hold anything
+        if not isinstance(event_id, int) or isinstance(event_id, bool):
+            return None
+        event = Event.objects.filter(pk=event_id).annotate(ticket_count=Count("tickets")).first()
+        if event is None:
+            return None
+        count = event.ticket_count
+        return f"Reissue all {count:,} ticket{'s' if count != 1 else ''} of {event.name}? Each gets a new code."
+
+    def scope_url(self, params: Mapping[str, Any]) -> str | None:
+        return reverse("demo:event_detail", args=[params["event_id"]])
 
     def items(self, params: Mapping[str, Any]) -> QuerySet[Ticket]:
         return Ticket.objects.filter(event_id=params["event_id"])

@@ -1,7 +1,8 @@
 """`make run`: migrate, seed the demo, then serve the app with a worker beside it.
 
-With REDIS_URL set, the worker is a separate `rundramatiq` process on the Redis broker (the
-production shape). Without it, a Dramatiq worker runs in this process on the StubBroker.
+With a broker configured (REDIS_URL, or BROKER_URL for RabbitMQ), the worker is a separate
+`rundramatiq` process (the production shape). Without one, a Dramatiq worker runs in this process
+on the StubBroker.
 """
 
 import subprocess
@@ -23,19 +24,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, addrport: str, threads: int | None, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        call_command("seed_demo")
+        call_command("seed_demo", demo_passwords=True)  # local only: the README's demo / demo
         database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
         # SQLite has one writer at a time: a second worker thread would crowd out the web server.
         threads = threads or (1 if database == "sqlite3" else 2)
-        if settings.REDIS_URL:
+        if settings.BROKER_KIND != "stub":
             worker = subprocess.Popen(
                 [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads)]
             )
-            self.stdout.write(f"Database: {database}. Broker: Redis; worker process {worker.pid}.")
+            self.stdout.write(f"Database: {database}. Broker: {settings.BROKER_KIND}; worker process {worker.pid}.")
             stop = worker.terminate
         else:
-            import batches.actors  # noqa: F401 - declares the actors on the broker
-
             worker = Worker(dramatiq.get_broker(), worker_threads=threads)
             worker.start()
             self.stdout.write(f"Database: {database}. Broker: in-process stub (set REDIS_URL for Redis).")

@@ -1,4 +1,9 @@
-"""Idempotent demo data: users, events and their tickets. Safe to run at every start."""
+"""Idempotent demo data: users, events and their tickets. Safe to run at every start.
+
+The demo users get random passwords, printed once when they are created; only `make run`
+(`manage.py rundev`, on 127.0.0.1) asks for the well-known demo / demo with --demo-passwords.
+An existing user's password is never changed.
+"""
 
 import secrets
 from datetime import timedelta
@@ -23,10 +28,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tickets", type=int, default=settings.DEMO_TICKETS_PER_EVENT, help="Tickets for each large event."
         )
+        passwords = parser.add_mutually_exclusive_group()
+        passwords.add_argument(
+            "--random-passwords",
+            action="store_true",
+            help="New demo users get random passwords, printed once (the default).",
+        )
+        passwords.add_argument(
+            "--demo-passwords",
+            action="store_true",
+            help=f"New demo users get the password '{DEMO_PASSWORD}': only for a local `make run`.",
+        )
 
     @transaction.atomic
-    def handle(self, *args, tickets: int, **options):
-        self._users()
+    def handle(self, *args, tickets: int, demo_passwords: bool, **options):
+        created = self._users(demo_passwords)
         now = timezone.now()
         for days, name, count in [
             (30, "Autumn Conference", tickets),
@@ -35,15 +51,26 @@ class Command(BaseCommand):
         ]:
             event, _ = Event.objects.get_or_create(name=name, defaults={"starts_at": now + timedelta(days=days)})
             self._tickets(event, count)
-        self.stdout.write(f"Demo data ready. Log in as demo / {DEMO_PASSWORD} (or colleague / {DEMO_PASSWORD}).")
+        for username, password in created.items():
+            self.stdout.write(f"Created user {username} with password: {password}")
+        self.stdout.write("Demo data ready. Existing users keep their passwords.")
 
-    def _users(self) -> None:
+    def _users(self, demo_passwords: bool) -> dict[str, str]:
+        """Create the demo users that are missing; returns {username: password} of those created."""
         users = get_user_model()
+        created: dict[str, str] = {}
+
+        def password() -> str:
+            return DEMO_PASSWORD if demo_passwords else secrets.token_urlsafe(12)
+
         if not users.objects.filter(username="demo").exists():
-            users.objects.create_superuser("demo", "demo@example.com", DEMO_PASSWORD)
+            created["demo"] = password()
+            users.objects.create_superuser("demo", "demo@example.com", created["demo"])
         if not users.objects.filter(username="colleague").exists():
-            colleague = users.objects.create_user("colleague", "colleague@example.com", DEMO_PASSWORD)
+            created["colleague"] = password()
+            colleague = users.objects.create_user("colleague", "colleague@example.com", created["colleague"])
             colleague.user_permissions.add(Permission.objects.get(codename="reissue_tickets"))
+        return created
 
     def _tickets(self, event: Event, count: int) -> None:
         have = set(event.tickets.values_list("number", flat=True))

@@ -1,0 +1,156 @@
+"""Health for orchestrators: /healthz (the process answers) and /readyz (its dependencies answer).
+
+Both are answered by `HealthEndpoints`, first in MIDDLEWARE: anonymous, no session, no CSRF, no
+host check (an orchestrator probes by address), no HTTPS redirect and no throttle. /readyz checks
+Postgres (one round trip), that every migration is applied (once it is, the answer is kept for
+the life of the process: code that brings new migrations comes with a new process), and the
+broker (a ping on Redis, a connection opened and closed on RabbitMQ). A failure answers 503 and
+names what failed; nothing secret (URLs, passwords) is in the body.
+
+`manage.py batches health` runs the same checks from a shell; `--worker` checks this host's
+worker heartbeat in the registry (docker-compose.yml's worker healthcheck).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+
+from . import metrics
+from .models import Worker
+from .workers import HOST, silence
+
+BROKER_TIMEOUT_SECONDS = 2.0
+
+_migrations_applied = False
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: not checked (what it depends on failed)
+    detail: str
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        return Check("database", False, f"unreachable ({type(exc).__name__})")
+    return Check("database", True, "ok")
+
+
+def check_migrations() -> Check:
+    global _migrations_applied
+    if not _migrations_applied:
+        try:
+            executor = MigrationExecutor(connection)
+            unapplied = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except DatabaseError as exc:
+            return Check("migrations", False, f"not checked ({type(exc).__name__})")
+        if unapplied:
+            names = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _ in unapplied[:5])
+            return Check("migrations", False, f"{len(unapplied)} not applied: {names}")
+        _migrations_applied = True
+    return Check("migrations", True, "ok")
+
+
+def forget_migrations_check() -> None:
+    """Check the migrations again at the next probe (for tests)."""
+    global _migrations_applied
+    _migrations_applied = False
+
+
+def check_broker() -> Check:
+    kind = settings.BROKER_KIND
+    try:
+        if kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_connect_timeout=BROKER_TIMEOUT_SECONDS,
+                socket_timeout=BROKER_TIMEOUT_SECONDS,
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        elif kind == "rabbitmq":
+            import pika
+
+            parameters = pika.URLParameters(settings.BROKER_URL)
+            parameters.connection_attempts = 1
+            parameters.socket_timeout = BROKER_TIMEOUT_SECONDS
+            parameters.blocked_connection_timeout = BROKER_TIMEOUT_SECONDS
+            pika.BlockingConnection(parameters).close()
+    except Exception as exc:  # any failure to reach the broker means not ready
+        return Check("broker", False, f"{kind} unreachable ({type(exc).__name__})")
+    return Check("broker", True, f"{kind} ok")
+
+
+def readiness() -> list[Check]:
+    database = check_database()
+    migrations = check_migrations() if database.ok else Check("migrations", None, "not checked (no database)")
+    return [database, migrations, check_broker()]
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    checks = readiness()
+    failed = [check.name for check in checks if check.ok is False]
+    body = {
+        "status": "unavailable" if failed else "ok",
+        "failed": failed,
+        "checks": {check.name: check.detail for check in checks},
+    }
+    return JsonResponse(body, status=503 if failed else 200)
+
+
+def worker_heartbeat() -> Check:
+    """Whether a worker process of this host is alive in the registry (heartbeat within the silence)."""
+
+    try:
+        alive = Worker.objects.filter(
+            host=HOST, gone_at__isnull=True, heartbeat_at__gte=timezone.now() - silence()
+        ).count()
+    except DatabaseError as exc:
+        return Check("worker", False, f"registry unreachable ({type(exc).__name__})")
+    if not alive:
+        return Check("worker", False, f"no live worker on {HOST} (no heartbeat for {silence().total_seconds():.0f} s)")
+    return Check("worker", True, f"{alive} live worker process(es) on {HOST}")
+
+
+ENDPOINTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": metrics.metrics,
+}
+
+
+class HealthEndpoints:
+    """Answers the probes, and Prometheus' scrapes of /metrics (batches/metrics.py: its own access
+    rule), before any other middleware runs (see the module's docstring)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        endpoint = ENDPOINTS.get(request.path_info)
+        if endpoint is None:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse({"detail": "Use GET."}, status=405, headers={"Allow": "GET, HEAD"})
+        response = endpoint(request)
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,198 @@
+"""The terminal client, `manage.py batches start|follow|list|cancel`, against a real worker process:
+the exit codes a script branches on, the plain lines a cron log gets, JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from batches import state
+from batches.models import Batch, BatchStatus
+from batches.services import start_batch
+from tests.support import BASE_DIR, subprocess_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST = {"DEMO_ITEM_DELAY_MS": "0", "DEMO_FAIL_EVERY": "97"}
+SLOW = {"DEMO_ITEM_DELAY_MS": "30", "DEMO_FAIL_EVERY": "97"}
+
+
+def batches_command(*args: str, **popen: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "batches", *args],
+        cwd=BASE_DIR,
+        env=subprocess_env(),
+        text=True,
+        stdout=popen.pop("stdout", subprocess.PIPE),
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    process = batches_command(*args)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_start_and_follow_to_the_end_in_plain_lines_exits_0(worker_process, make_event, make_user):
+    event = make_event(tickets=600)
+    make_user("alice")
+    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+
+    done = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.5")
+
+    assert done.returncode == 0, done.stderr
+    batch = Batch.objects.get()
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Batch {batch.pk} started: reissue_tickets on {batch.scope_label}."
+    assert all(line.startswith(f"Batch {batch.pk} ") for line in lines), "plain lines, no terminal codes"
+    assert "\x1b" not in done.stdout
+    assert lines[-1].startswith(f"Batch {batch.pk} finished: 600/600, 594 done, 6 failed in ")
+    assert batch.status == BatchStatus.FINISHED
+
+
+def test_json_prints_the_apis_batch_object(worker_process, make_event, make_user):
+    event = make_event(tickets=300)
+    make_user("alice")
+    worker_process(**FAST)
+
+    started = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--json")
+    assert started.returncode == 0, started.stderr
+    body = json.loads(started.stdout)
+    assert body["operation"] == "reissue_tickets" and body["links"]["self"] == f"/api/batches/{body['id']}"
+
+    followed = run("follow", str(body["id"]), "--json")
+    assert followed.returncode == 0, followed.stderr
+    end = json.loads(followed.stdout)
+    assert (end["id"], end["status"], end["done"], end["failed"]) == (body["id"], "finished", 297, 3)
+
+    listed = run("list", "--json", "--user", "alice")
+    assert [item["id"] for item in json.loads(listed.stdout)] == [body["id"]]
+
+
+def test_a_second_start_on_a_busy_scope_says_so_and_follows_the_first(worker_process, make_event, make_user):
+    event = make_event(tickets=600)
+    make_user("alice")
+    make_user("bob")
+    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+    first = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+    assert first.returncode == 0, first.stderr
+    batch = Batch.objects.get()
+
+    second = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "bob", "--follow", "--every", "1")
+
+    assert Batch.objects.count() == 1
+    assert second.returncode == 0, second.stderr
+    assert f"Batch {batch.pk} is already" in second.stdout.splitlines()[0]
+    assert "no new batch was started" in second.stdout
+    assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600/600")
+
+
+def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_event, make_user):
+    event = make_event(tickets=3000)
+    make_user("alice")
+    worker_process(**SLOW)
+    follower = batches_command(
+        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.5"
+    )
+    batch = wait_until(lambda: Batch.objects.filter(status=BatchStatus.RUNNING).first(), what="the batch to run")
+
+    cancelled = run("cancel", str(batch.pk), "--user", "alice")
+    out, err = follower.communicate(timeout=60)
+
+    assert cancelled.returncode == 0 and f"Batch {batch.pk} cancelled" in cancelled.stdout
+    assert follower.returncode == 1, err
+    assert out.splitlines()[-1].startswith(f"Batch {batch.pk} cancelled: ")
+
+
+def test_following_a_failed_batch_exits_1_and_says_why(make_event, make_user):
+    event = make_event(tickets=10)
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    state.end(batch.pk, BatchStatus.FAILED, error="Cannot resume: no progress after 8 recoveries.")
+
+    followed = run("follow", str(batch.pk))
+
+    assert followed.returncode == 1
+    assert followed.stdout.strip().endswith("Cannot resume: no progress after 8 recoveries.")
+
+
+def test_ctrl_c_detaches_without_cancelling_and_says_how_to_reattach(worker_process, make_event, make_user):
+    event = make_event(tickets=3000)
+    make_user("alice")
+    worker_process(**SLOW)
+    follower = batches_command(
+        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.2"
+    )
+    assert follower.stdout is not None
+    follower.stdout.readline()  # "Batch N started ..."
+    follower.stdout.readline()  # the first progress line: it is following
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=30)
+
+    batch = Batch.objects.get()
+    assert follower.returncode == 130
+    assert f"python manage.py batches follow {batch.pk}" in err
+    assert batch.is_active, "detaching does not cancel"
+
+
+def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_user):
+    event = make_event(tickets=600)
+    make_user("alice")
+    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+    controller, terminal = pty.openpty()
+    follower = batches_command(
+        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", stdout=terminal
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the command has ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    follower.wait(timeout=60)
+    os.close(controller)
+
+    text = output.decode(errors="replace")
+    assert follower.returncode == 0
+    assert "━" in text, "rich's bar"
+    assert "600/600" in text and "6 failed" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["start", "no_such_op", "x=1", "--user", "alice"], 2, "Unknown operation"),
+        (["start", "reissue_tickets", "event_id", "--user", "alice"], 2, "key=value"),
+        (["start", "reissue_tickets", "event_id=abc", "--user", "alice"], 2, "Bad parameters"),
+        (["start", "reissue_tickets", "event_id=1", "--user", "nobody"], 2, "No user"),
+        (["start", "reissue_tickets", "event_id=999999", "--user", "alice"], 3, "There is no event 999999"),
+        (["start", "reissue_tickets", "event_id={event}", "--user", "mallory"], 3, "may not run"),
+        (["follow", "999999"], 3, "No batch 999999"),
+        (["cancel", "{batch}", "--user", "mallory"], 3, "No batch"),
+    ],
+)
+def test_bad_usage_exits_2_and_refusals_exit_3(make_event, make_user, args, code, says):
+    event = make_event(tickets=5)
+    alice = make_user("alice")
+    make_user("mallory", may_reissue=False)
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+    args = [arg.format(event=event.pk, batch=batch.pk) for arg in args]
+
+    with pytest.raises(CommandError) as refused:
+        call_command("batches", *args)
+
+    assert refused.value.returncode == code
+    assert says in str(refused.value)
+    assert Batch.objects.count() == 1, "nothing was started"

@@ -1,0 +1,170 @@
+"""A status that never lies: each condition a batch can be in, derived from the batch row, the
+chunk claims and the worker registry, in the one query that loads the batch."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from batches import scheduler, state, status
+from batches.models import Batch, BatchStatus, Chunk, Worker
+
+pytestmark = pytest.mark.both_backends
+
+
+@pytest.fixture
+def now():
+    return timezone.now()
+
+
+def worker(now, *, threads: int = 4, silent_for: float = 0, gone: bool = False) -> Worker:
+    seen = now - timedelta(seconds=silent_for)
+    return Worker.objects.create(
+        host="elsewhere", pid=1, threads=threads, started_at=seen, heartbeat_at=seen, gone_at=now if gone else None
+    )
+
+
+def batch(now, *, state: str = BatchStatus.RUNNING, checkpoint_ago: float = 0.5, **fields) -> Batch:
+    planned = state != BatchStatus.QUEUED
+    return Batch.objects.create(
+        operation="reissue_tickets",
+        scope_key=f"event:{Batch.objects.count() + 1}",
+        status=state,
+        total=100 if planned else None,
+        started_at=now - timedelta(minutes=1) if planned else None,
+        heartbeat_at=now - timedelta(seconds=checkpoint_ago) if planned else None,
+        **fields,
+    )
+
+
+def claim(batch: Batch, by: Worker, index: int = 0) -> Chunk:
+    return Chunk.objects.create(batch=batch, index=index, last_key=index + 1, size=1, claimed_by=by)
+
+
+def condition(batch: Batch, now, *, described_at=None) -> status.Condition:
+    """The batch's condition, as polled at `now` and (if given) described at a later moment."""
+    return status.describe(status.with_liveness(Batch.objects.filter(pk=batch.pk), now).get(), described_at or now)
+
+
+def test_no_worker_running_says_so_since_when_and_what_to_do(db, now):
+    worker(now, silent_for=120)
+    queued = batch(now, state=BatchStatus.QUEUED)
+    running = batch(now)
+    for each in (queued, running):
+        said = condition(each, now)
+        assert said.code == "no_worker"
+        assert "No worker is running since" in said.message and "python manage.py rundramatiq" in said.message
+        assert said.since == now - timedelta(seconds=120)
+
+
+def test_queued_says_how_many_batches_are_ahead_or_that_every_thread_is_busy(db, now):
+    pool = worker(now, threads=2)
+    first = batch(now, state=BatchStatus.QUEUED)
+    second = batch(now, state=BatchStatus.QUEUED)
+    assert condition(second, now).message == "Queued: 1 batch ahead of it."
+    busy = batch(now)
+    claim(busy, pool, 0)
+    claim(busy, pool, 1)
+    said = condition(first, now)
+    assert (said.code, said.message) == ("queued", "Queued: every worker thread is busy (2 of 2).")
+
+
+def test_running(db, now):
+    pool = worker(now)
+    running = batch(now)
+    claim(running, pool)
+    assert condition(running, now).code == "running"
+
+
+def test_a_lost_worker_shows_until_its_chunks_have_moved_again_and_long_enough_to_read(db, now):
+    alive, dead = worker(now), worker(now, silent_for=30)
+    running = batch(now, processed_at_loss=41)
+    claim(running, alive, 0)
+    lost = claim(running, dead, 1)
+    assert state.hand_over(dead.pk, lost=True, now=now) == 1
+    said = condition(running, now)
+    assert said.code == "worker_lost" and said.since == now
+    assert "A worker was lost at" in said.message and "resuming from item" in said.message
+    # Its next checkpoint, a second later:
+    Chunk.objects.filter(pk=lost.pk).update(claimed_by=alive, handed_over_at=None)
+    Batch.objects.filter(pk=running.pk).update(heartbeat_at=now + timedelta(seconds=1))
+    assert condition(running, now, described_at=now + timedelta(seconds=2)).code == "worker_lost", "long enough to read"
+    assert condition(running, now, described_at=now + status.LOST_NOTICE).code == "running"
+
+
+def test_a_lost_worker_shows_while_its_chunks_wait_for_a_thread_however_long(db, now):
+    worker(now)  # a live worker, all of whose threads are busy elsewhere
+    dead = worker(now, silent_for=30)
+    running = batch(now)
+    claim(running, dead)
+    state.hand_over(dead.pk, lost=True, now=now)
+    assert condition(running, now, described_at=now + 3 * status.LOST_NOTICE).code == "worker_lost"
+
+
+def test_stalled_names_the_last_checkpoint_while_workers_are_alive(db, now, settings):
+    pool = worker(now)
+    stuck = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 5)
+    claim(stuck, pool)
+    said = condition(stuck, now)
+    assert said.code == "stalled" and "no progress since" in said.message
+    assert said.since == stuck.heartbeat_at
+
+
+def test_waiting_for_its_turn_when_every_thread_is_busy_with_other_batches(db, now, settings):
+    pool = worker(now, threads=1)
+    claim(batch(now), pool)
+    waiting = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 5)
+    said = condition(waiting, now)
+    assert (said.code, said.message) == ("waiting", "Waiting for its turn: every worker thread is busy (1 of 1).")
+
+
+def test_ended_batches_keep_their_status(db, now):
+    worker(now, gone=True)
+    for ended in (BatchStatus.FINISHED, BatchStatus.FAILED, BatchStatus.CANCELLED):
+        assert condition(batch(now, state=ended), now).code == ended
+
+
+def test_liveness_comes_in_the_batchs_own_query(db, now):
+    pool = worker(now)
+    running = batch(now)
+    claim(running, pool)
+    with CaptureQueriesContext(connection) as queries:
+        condition(running, now)
+    assert len(queries) == 1
+
+
+def demand(batch_id: int, key: str, wants: int, claims: int = 0, served: int = 0, weight: float = 1.0):
+    return scheduler.Demand(batch_id, key, weight, claims, wants, 4, timezone.now() - timedelta(seconds=served))
+
+
+def test_shares_split_the_pool_by_key_and_weight_and_never_beyond_what_a_batch_can_use():
+    alone = scheduler.shares([demand(1, "a", wants=8)], threads=4)
+    assert alone == {1: 4}, "a batch alone has the whole pool"
+    big_and_small = scheduler.shares([demand(1, "b1", wants=4, claims=4), demand(2, "b2", wants=1)], threads=4)
+    assert big_and_small == {1: 3, 2: 1}
+    per_user = scheduler.shares(
+        [*(demand(i, "user:a", wants=4) for i in range(1, 5)), demand(5, "user:b", wants=4)], threads=4
+    )
+    assert sum(per_user[i] for i in range(1, 5)) == 2 and per_user[5] == 2
+    weighted = scheduler.shares([demand(1, "gold", wants=8, weight=3), demand(2, "free", wants=8)], threads=8)
+    assert weighted == {1: 6, 2: 2}
+
+
+def test_batches_that_cannot_all_run_take_turns_least_recently_served_first():
+    waiting = [demand(1, "k1", wants=1, claims=1, served=0), demand(2, "k2", wants=1, served=30)]
+    assert scheduler.shares(waiting, threads=1) == {1: 0, 2: 1}
+
+
+def test_a_runner_beyond_max_parallel_ends_instead_of_running_a_chunk_more(db, now):
+    pool = worker(now, threads=8)
+    running = batch(now, max_parallel=2)
+    claim(running, pool, 0)
+    claim(running, pool, 1)
+    Chunk.objects.create(batch=running, index=2, last_key=3, size=1)
+    assert scheduler.verdict(running.pk) is scheduler.Verdict.ENOUGH
+    Chunk.objects.filter(batch=running, index=1).update(claimed_by=None)
+    assert scheduler.verdict(running.pk) is scheduler.Verdict.GO
