@@ -11,6 +11,10 @@ document.addEventListener("htmx:confirm", function (event) {
 
 // Confirmation: a form with data-confirm asks first, in the page's <dialog>, with the verbs the
 // form names (data-confirm-yes / data-confirm-no). Only "yes" lets htmx send the request.
+// The answer is read from the dialog form's submit (which names its button), not from the
+// dialog's "close" event: that event is queued, and a late one from an earlier question (answered
+// "no") could otherwise be taken for the answer to the next.
+var pendingRequest = null;
 document.addEventListener("htmx:confirm", function (event) {
   var form = event.detail.elt;
   if (!form || !form.dataset || !form.dataset.confirm || event.defaultPrevented) return;
@@ -20,12 +24,14 @@ document.addEventListener("htmx:confirm", function (event) {
   dialog.querySelector("#confirm-question").textContent = form.dataset.confirm;
   dialog.querySelector("[data-confirm-yes]").textContent = form.dataset.confirmYes || "Yes";
   dialog.querySelector("[data-confirm-no]").textContent = form.dataset.confirmNo || "No";
-  dialog.returnValue = "";
-  dialog.addEventListener("close", function onClose() {
-    dialog.removeEventListener("close", onClose);
-    if (dialog.returnValue === "confirm") event.detail.issueRequest(true);
-  });
+  pendingRequest = event.detail.issueRequest;
   dialog.showModal();
+});
+document.addEventListener("submit", function (event) {
+  if (!event.target.parentElement || event.target.parentElement.id !== "confirm-dialog") return;
+  var issueRequest = pendingRequest;
+  pendingRequest = null;
+  if (issueRequest && event.submitter && event.submitter.value === "confirm") issueRequest(true);
 });
 
 // Focus: when a panel is swapped (after Start, Cancel, Retry, or a change of status), the
