@@ -145,6 +145,21 @@ def test_the_batch_page_links_its_event_its_history_and_its_report(alice_client,
     assert report.status_code == 200 and report["Content-Type"].startswith("text/csv")
 
 
+def test_batch_number_links_to_the_batch_page_except_on_it(alice_client, alice, event):
+    batch = make_batch(event, alice, status=BatchStatus.RUNNING, started_at=timezone.now())
+    link = f'<a href="/batches/{batch.pk}/" data-focus-key="batch-link">Batch #{batch.pk}</a>'
+    assert link in alice_client.get(f"/events/{event.pk}/").content.decode()
+    on_its_page = alice_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert f"Batch #{batch.pk}" in on_its_page and link not in on_its_page
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.FINISHED, finished_at=timezone.now())
+    swapped_in = alice_client.get(
+        reverse("batches:progress", args=[batch.pk]) + "?shown=running",
+        HTTP_HX_CURRENT_URL=f"http://testserver/batches/{batch.pk}/",
+        **HTMX,
+    ).content.decode()
+    assert f"Batch #{batch.pk}" in swapped_in and link not in swapped_in, "a panel swapped into the batch page"
+
+
 def test_one_title_rule_with_a_mark_once_ended(alice_client, alice, event):
     batch = make_batch(event, alice, status=BatchStatus.RUNNING, done_count=5, started_at=timezone.now())
     titles = [

@@ -55,3 +55,11 @@ def when(moment: datetime | None) -> str:
     local = timezone.localtime(moment)
     text = local.strftime("%-d %b %Y, %H:%M %Z")
     return format_html('<time datetime="{}" data-local="datetime">{}</time>', local.isoformat(), text)
+
+
+@register.simple_tag(takes_context=True)
+def page_path(context: template.Context) -> str:
+    """The path of the page being shown: for an htmx fragment, the page it is swapped into."""
+    request = context["request"]
+    current = getattr(request, "htmx", None) and request.htmx.current_url_abs_path
+    return (current or request.path).split("?", 1)[0]
