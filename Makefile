@@ -13,6 +13,9 @@ TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 BROKER_TESTS := tests/test_worker_process.py tests/test_faults.py tests/test_cli.py \
 	tests/test_pool.py::test_a_killed_workers_chunks_move_again_within_ten_seconds
 ADDR ?= 127.0.0.1:8000
+# The axe-core release the accessibility reviews use, fetched from npm for the e2e suite.
+AXE_CORE_VERSION := 4.14.1
+AXE_JS := $(VENV)/axe-core-$(AXE_CORE_VERSION).min.js
 # The benchmarks get a database and a Redis db of their own (created if missing).
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
@@ -25,6 +28,12 @@ $(DEPS): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.deps-* && touch $@
 
+$(AXE_JS): | $(DEPS)
+	@(cd $(VENV) && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null 2>&1 \
+	  && tar -xzf axe-core-$(AXE_CORE_VERSION).tgz package/axe.min.js \
+	  && mv package/axe.min.js $(notdir $@) && rm -rf package axe-core-$(AXE_CORE_VERSION).tgz) \
+	|| echo "Could not fetch axe-core $(AXE_CORE_VERSION) with npm: the e2e suite uses the copy axe-playwright-python ships."
+
 run: $(DEPS)
 	$(PY) manage.py rundev $(ADDR)
 
@@ -35,11 +44,12 @@ lint: $(DEPS)
 	elif command -v docker-compose >/dev/null; then SECRET_KEY=check docker-compose config -q; \
 	else echo "docker-compose.yml not validated: no compose client here (Debian: apt-get install docker-compose)"; fi
 
-test: $(DEPS) lint
+test: $(DEPS) $(AXE_JS) lint
 	bash .ci/ensure-services
 	$(PY) manage.py makemigrations --check --dry-run
 	@echo "== Pass 1: Postgres + Redis + real worker processes + browser"
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not zero_setup"
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) AXE_CORE_JS=$$(test -f $(AXE_JS) && realpath $(AXE_JS)) \
+	  $(PY) -m pytest -m "not zero_setup"
 	@echo "== Pass 1b: the worker-process, fault and terminal-client tests again, on RabbitMQ"
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(BROKER_TESTS)
 	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"

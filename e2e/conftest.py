@@ -21,6 +21,11 @@ CHROMIUM_ARGS = [
 ]
 
 
+def pytest_report_header() -> str:
+    script = os.environ.get("AXE_CORE_JS") or "the copy axe-playwright-python ships"
+    return f"axe-core for the accessibility checks: {script}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "e2e" in item.nodeid.split("/")[0]:
