@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import scheduler, state, workers
+from . import scheduler, state, worker_metrics, workers
 from .items import batch_items
 from .models import BatchStatus, Chunk, ItemFailure
 from .operations import BatchContext, ItemContext, Operation, get_operation
@@ -130,6 +130,7 @@ def run_checkpoint(
     pace: Pace | None = None,
     worker_id: int | None = None,
 ) -> ChunkState:
+    began = clock()
     with transaction.atomic():
         chunk = Chunk.objects.select_for_update(of=("self",)).select_related("batch").filter(pk=chunk_id).first()
         if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
@@ -144,6 +145,7 @@ def run_checkpoint(
             chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now()
         ):
             return ChunkState.GONE  # cancelled or failed meanwhile: rolled back, its items skipped
+    worker_metrics.observe_checkpoint(op.name, clock() - began)
     workers.me.count_items(done + len(failures))
     return ChunkState.FINISHED if exhausted else ChunkState.MORE
 

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import connections
 from dramatiq.middleware import Middleware
 
+from . import worker_metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,6 +46,7 @@ class WorkerLifecycle(Middleware):
         # In the registry before the first message runs, so that every claim names this process.
         queues = worker.consumer_whitelist or broker.get_declared_queues()
         workers.register(threads=worker.worker_threads, queues=sorted(queues))
+        worker_metrics.enable()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         engine, _, _, _ = _engine_side()

@@ -69,16 +69,23 @@ def test_the_metrics_move_when_a_batch_runs(client, worker_process, make_event, 
 
     # The worker's own exporter (compose's worker sets DRAMATIQ_PROMETHEUS=1): the message that
     # planned and ran this one-chunk batch is counted once it is done.
+    # Beside them, how long each checkpoint took (the 300 items fit in one).
     runners = ("dramatiq_messages_total", (("actor_name", "plan_batch"), ("queue_name", "default")))
+    checkpoints = ("batches_checkpoint_duration_seconds_count", OP)
+    slower_than_30s = ("batches_checkpoint_duration_seconds_bucket", (("le", "30.0"), *OP))
 
-    def exported() -> float | None:
+    def exported() -> dict | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                return samples(response.read().decode()).get(runners)
+                found = samples(response.read().decode())
         except OSError:
             return None
+        return found if found.get(runners, 0) >= 1 else None
 
-    assert wait_until(exported, timeout=30, what="the worker's exporter to count the runners") >= 1, worker.log()
+    found = wait_until(exported, timeout=30, what="the worker's exporter to count the runners")
+    assert found[checkpoints] >= 1, worker.log()
+    assert found[slower_than_30s] == found[checkpoints]
+    assert 0 < found[("batches_checkpoint_duration_seconds_sum", OP)] < 30 * found[checkpoints]
 
 
 def test_refused_from_an_address_not_allowed(client):
