@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,49 @@ def flush_broker() -> None:
         import dramatiq
 
         dramatiq.get_broker().flush_all()
+
+
+def restart_broker() -> str:
+    """Stop the tests' broker and start it again, as an operator's restart would; what was done.
+
+    Redis: SHUTDOWN and the same server started again with the settings it ran with (without
+    persistence, which is how it runs here, every message is gone). RabbitMQ: its application
+    stopped and started (durable queues and persistent messages survive; unacked ones are
+    delivered again). Raises pytest's Skipped, with the reason, when this machine cannot do it."""
+    import pytest
+
+    if settings.BROKER_KIND == "redis":
+        import redis
+
+        url = urllib.parse.urlparse(settings.REDIS_URL)
+        if url.hostname not in {"127.0.0.1", "localhost"} or not shutil.which("redis-server"):
+            pytest.skip(f"Redis at {url.hostname} is not a local server this test may restart")
+        client = redis.Redis(host=url.hostname, port=url.port or 6379)
+        config = {key: client.config_get(key)[key] for key in ("bind", "port", "save", "appendonly", "dir")}
+        client.shutdown()
+        wait_until(lambda: not _port_open(url.hostname, url.port or 6379), timeout=30, what="Redis to stop")
+        args = [f"--{key}" if i % 2 == 0 else value for key, value in config.items() for i in range(2)]
+        subprocess.run(["redis-server", "--daemonize", "yes", *args], check=True, capture_output=True)
+        wait_until(lambda: _port_open(url.hostname, url.port or 6379), timeout=30, what="Redis to start")
+        return f"Redis shut down and started again with {config}"
+    if not shutil.which("rabbitmqctl"):
+        pytest.skip("rabbitmqctl is not on this machine: cannot restart RabbitMQ")
+    stopped = subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, text=True, timeout=120)
+    if stopped.returncode != 0:
+        pytest.skip(f"rabbitmqctl stop_app was refused: {stopped.stderr.strip()}")
+    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+    import dramatiq
+
+    # This thread's connection died with the stop. Sending retries on a new one by itself, but
+    # flush_broker() (the next test's setup) would not.
+    del dramatiq.get_broker().connection
+    return "RabbitMQ's application stopped and started again"
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
 
 
 class WorkerProcess:

@@ -1,7 +1,7 @@
 """Fault injection against real `rundramatiq` processes on Postgres and Redis (RabbitMQ with
-BROKER_URL): workers killed with SIGKILL, the broker flushed, database connections terminated.
-The batch must still complete, each ticket's effect exactly once, the counters equal to the truth
-in the tables."""
+BROKER_URL): workers killed with SIGKILL, the broker flushed or restarted, database connections
+terminated. The batch must still complete, each ticket's effect exactly once, the counters equal to
+the truth in the tables."""
 
 import random
 import time
@@ -12,7 +12,7 @@ from django.db import connection
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
-from tests.support import flush_broker, wait_until
+from tests.support import flush_broker, restart_broker, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,21 @@ def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, ma
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
     assert_exactly_once(batch, event, total)
+
+
+def test_a_broker_restart_mid_batch_loses_nothing_and_repeats_nothing(worker_process, make_event, make_user):
+    total = 2000
+    event = make_event(tickets=total)
+    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    wait_for_progress(batch, beyond=100)
+    assert batch.is_active
+
+    print(restart_broker())
+
+    wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
+    assert_exactly_once(batch, event, total)
+    assert worker.process.poll() is None, "the worker rode out the restart"
 
 
 def test_terminated_database_connections_mid_batch_are_retried_with_exact_counts(worker_process, make_event, make_user):
