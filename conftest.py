@@ -38,6 +38,22 @@ def make_user(db) -> Callable[..., object]:
 
 
 @pytest.fixture
+def event(make_event) -> Event:
+    return make_event(tickets=20, name="Gala")
+
+
+@pytest.fixture
+def alice(make_user) -> object:
+    return make_user("alice")
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
 def make_finished_batch(make_event) -> Callable[..., Batch]:
     """A finished reissue batch over a new event of `tickets` tickets, seat `failed` its one failure."""
 

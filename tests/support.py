@@ -22,6 +22,8 @@ from django.conf import settings
 from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+START_URL = "/batches/start/reissue_tickets/"  # the demo operation's start, as the web UI posts it
+HTMX = {"HTTP_HX_REQUEST": "true"}  # what htmx adds to its requests, for Django's test client
 
 
 def wait_until(condition: Callable[[], object], *, timeout: float = 60, what: str = "condition") -> object:

@@ -16,16 +16,6 @@ from batches.models import ApiToken, Batch, BatchStatus, IdempotencyRecord, Item
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def event(make_event):
-    return make_event(tickets=20, name="Gala")
-
-
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
 def api_client(user) -> Client:
     _, raw = create_token(user, "tests")
     return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")

@@ -29,11 +29,6 @@ def fast_demo(settings):
     settings.DEMO_FAIL_EVERY = 7
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
 def start(event, user) -> Batch:
     return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=user).batch
 

@@ -22,11 +22,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
 def events(make_event):
     return [make_event(tickets=2) for _ in range(4)]
 

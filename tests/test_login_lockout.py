@@ -15,11 +15,6 @@ LIMIT = settings.AXES_FAILURE_LIMIT
 ATTACKER = "203.0.113.7"
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
 def log_in(client: Client, username: str, password: str, address: str = ATTACKER, url: str = LOGIN):
     return client.post(url, {"username": username, "password": password}, REMOTE_ADDR=address)
 

@@ -14,18 +14,12 @@ from batches.api.tokens import create_token
 from batches.demo.models import Event
 from batches.models import Batch
 from batches.operations import ObjectId, Operation
+from tests.support import HTMX, START_URL
 
 pytestmark = pytest.mark.django_db
 
 # Digits that int() reads as 1 and 2, and that are no ASCII digits.
 ARABIC_ONE, FULLWIDTH_ONE, FULLWIDTH_TWO = "\u0661", "\uff11", "\uff12"
-START_URL = reverse("batches:start", args=["reissue_tickets"])
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def event(make_event):
-    return make_event(tickets=3, name="Gala")
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ import re
 
 import pytest
 from django.test import Client
-from django.urls import reverse
 
 from batches.models import Batch, BatchStatus, ItemFailure
-
-START_URL = reverse("batches:start", args=["reissue_tickets"])
-HTMX = {"HTTP_HX_REQUEST": "true"}
+from tests.support import HTMX, START_URL
 
 
 def page_headers(client, url: str) -> dict[str, str]:
@@ -19,17 +16,6 @@ def page_headers(client, url: str) -> dict[str, str]:
 
 def html_text(response) -> str:
     return html.unescape(response.content.decode())
-
-
-@pytest.fixture
-def event(make_event):
-    return make_event(tickets=10, name="Gala")
-
-
-@pytest.fixture
-def alice_client(client, make_user):
-    client.force_login(make_user("alice"))
-    return client
 
 
 def test_pages_need_a_login(client, event):

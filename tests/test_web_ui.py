@@ -5,32 +5,13 @@ import json
 import re
 from datetime import timedelta
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from batches.engine import describe
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.operations import get_operation
-
-START_URL = reverse("batches:start", args=["reissue_tickets"])
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def event(make_event):
-    return make_event(tickets=20, name="Gala")
-
-
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def alice_client(client, alice):
-    client.force_login(alice)
-    return client
+from tests.support import HTMX, START_URL
 
 
 def make_batch(event, user, **fields) -> Batch:
