@@ -96,13 +96,18 @@ def test_a_second_start_on_a_busy_scope_says_so_and_follows_the_first(worker_pro
     assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600/600")
 
 
-def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_event, make_user):
+def follow_a_slow_batch(worker_process, make_event, make_user, *, every: str):
+    """`batches start … --follow` by alice, of 3,000 tickets that a slow worker takes minutes over."""
     event = make_event(tickets=3000)
     make_user("alice")
     worker_process(**SLOW)
-    follower = batches_command(
-        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.5"
+    return batches_command(
+        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", every
     )
+
+
+def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_event, make_user):
+    follower = follow_a_slow_batch(worker_process, make_event, make_user, every="0.5")
     batch = wait_until(lambda: Batch.objects.filter(status=BatchStatus.RUNNING).first(), what="the batch to run")
 
     cancelled = run("cancel", str(batch.pk), "--user", "alice")
@@ -125,12 +130,7 @@ def test_following_a_failed_batch_exits_1_and_says_why(make_event, make_user):
 
 
 def test_ctrl_c_detaches_without_cancelling_and_says_how_to_reattach(worker_process, make_event, make_user):
-    event = make_event(tickets=3000)
-    make_user("alice")
-    worker_process(**SLOW)
-    follower = batches_command(
-        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.2"
-    )
+    follower = follow_a_slow_batch(worker_process, make_event, make_user, every="0.2")
     assert follower.stdout is not None
     follower.stdout.readline()  # "Batch N started ..."
     follower.stdout.readline()  # the first progress line: it is following
