@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -19,7 +19,7 @@ from django_dramatiq import admin as dramatiq_admin
 
 from . import recovery, selectors, workers
 from .api import tokens
-from .models import ApiToken, Batch, ItemFailure, Worker
+from .models import ApiToken, Batch, Chunk, ItemFailure, Worker
 from .services import cancel_batch, retry_failed
 from .status import describe
 
@@ -271,7 +271,8 @@ class WorkerAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
-        return super().get_queryset(request).order_by("gone_at", "-heartbeat_at")
+        held = Prefetch("claims", queryset=Chunk.objects.order_by("batch", "index"), to_attr="held")
+        return super().get_queryset(request).order_by("gone_at", "-heartbeat_at").prefetch_related(held)
 
     @admin.display(boolean=True, description="alive")
     def alive(self, worker: Worker) -> bool:
@@ -279,5 +280,4 @@ class WorkerAdmin(ReadOnlyAdmin):
 
     @admin.display(description="running now")
     def running_now(self, worker: Worker) -> str:
-        held = workers.running_now([worker.pk])[worker.pk]
-        return ", ".join(f"batch #{chunk.batch_id} chunk {chunk.index}" for chunk in held) or "—"
+        return ", ".join(f"batch #{chunk.batch_id} chunk {chunk.index}" for chunk in worker.held) or "—"

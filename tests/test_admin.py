@@ -2,8 +2,9 @@
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from batches.models import Batch, BatchStatus, ItemFailure
+from batches.models import Batch, BatchStatus, Chunk, ItemFailure, Worker
 
 
 @pytest.fixture
@@ -103,3 +104,24 @@ def test_a_batch_whose_operation_or_event_is_gone_still_shows_and_its_retry_warn
     warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
     assert {w.split(":")[0] for w in warnings} == {f"Batch #{b.pk}" for b in orphaned}, warnings
     assert Batch.objects.count() == before
+
+
+def test_the_workers_list_says_what_each_runs_at_a_cost_that_does_not_grow_with_the_workers(
+    admin_client, batch, django_assert_max_num_queries
+):
+    now = timezone.now()
+    url = reverse("admin:batches_worker_changelist")
+
+    def add_worker(index: int) -> None:
+        worker = Worker.objects.create(host="w", pid=index, threads=2, started_at=now, heartbeat_at=now)
+        Chunk.objects.create(batch=batch, index=index, last_key=index + 1, size=1, claimed_by=worker)
+
+    add_worker(0)
+    with django_assert_max_num_queries(50) as one_worker:
+        page = admin_client.get(url).content.decode()
+    assert f"batch #{batch.pk} chunk 0" in page
+    for index in range(1, 8):
+        add_worker(index)
+    with django_assert_max_num_queries(len(one_worker.captured_queries)):
+        page = admin_client.get(url).content.decode()
+    assert f"batch #{batch.pk} chunk 7" in page
