@@ -96,7 +96,9 @@ def test_a_fairness_key_per_user_shares_the_pool_per_user(worker_process, make_e
     alice_rate, bob_rate = (after[0] - before[0]) / 12, (after[1] - before[1]) / 12
     print(f"per-user key: alice's 4 batches {alice_rate:.1f} items/s in all, bob's 1 batch {bob_rate:.1f} items/s")
     assert all(refreshed(b).is_active for b in [*alices, bobs]), "all ran through the window"
-    assert bob_rate >= 0.8 * alice_rate
+    # Equal per user (1.0, measured 0.86 to 1.11 on a busy machine); with each batch its own key bob
+    # would get a quarter of alice's (0.25).
+    assert bob_rate >= 0.6 * alice_rate
     Batch.objects.filter(status=BatchStatus.RUNNING).update(status=BatchStatus.CANCELLED)
 
 
