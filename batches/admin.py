@@ -17,7 +17,12 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django_dramatiq import admin as dramatiq_admin
 
-from . import recovery, selectors, workers
+from . import (
+    admin_users,  # noqa: F401  (registers the user admin that keeps privileges to superusers)
+    recovery,
+    selectors,
+    workers,
+)
 from .api import tokens
 from .models import ApiToken, Batch, Chunk, ItemFailure, Worker
 from .services import cancel_batch, retry_failed

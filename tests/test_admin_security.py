@@ -173,3 +173,62 @@ def test_admin_actions_leave_batches_the_user_may_not_see_alone(make_user, alice
     assert running.status == BatchStatus.RUNNING
     assert stale.recoveries == 0 and stale.lease_expires_at.year == 2020
     assert not Batch.objects.filter(retry_of=alices_batch).exists()
+
+
+@pytest.fixture
+def user_manager(make_user):
+    """Staff, not a superuser, allowed to view and change users (an office manager, say)."""
+    user = make_user("manager", may_reissue=False, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_user", "change_user", "delete_user"]))
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def change_user_form(user) -> dict[str, object]:
+    return {
+        "username": user.username,
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "user_permissions": list(Permission.objects.values_list("pk", flat=True)),  # every right there is
+        "date_joined_0": "2030-01-01",
+        "date_joined_1": "10:00:00",
+    }
+
+
+def test_staff_who_may_change_users_cannot_give_themselves_rights(user_manager):
+    manager, client = user_manager
+    url = reverse("admin:auth_user_change", args=[manager.pk])
+
+    response = client.post(url, change_user_form(manager))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    manager.refresh_from_db()
+    assert not manager.is_superuser
+    granted = set(manager.user_permissions.values_list("codename", flat=True))
+    assert granted == {"view_user", "change_user", "delete_user"}
+
+
+def test_staff_who_may_change_users_cannot_touch_a_superuser(user_manager, root):
+    _, client = user_manager
+    change = client.post(reverse("admin:auth_user_change", args=[root.pk]), change_user_form(root))
+    password = {"password1": "Taken-0ver-now", "password2": "Taken-0ver-now"}
+    take_over = client.post(reverse("admin:auth_user_password_change", args=[root.pk]), password)
+    delete = client.post(reverse("admin:auth_user_delete", args=[root.pk]), {"post": "yes"})
+
+    assert (change.status_code, take_over.status_code, delete.status_code) == (403, 403, 403)
+    root.refresh_from_db()
+    assert root.check_password("pw-root") and root.is_superuser
+
+
+def test_a_superuser_still_grants_rights(root, make_user):
+    someone = make_user("someone", may_reissue=False)
+    client = Client()
+    client.force_login(root)
+
+    response = client.post(reverse("admin:auth_user_change", args=[someone.pk]), change_user_form(someone))
+
+    assert response.status_code == 302
+    someone.refresh_from_db()
+    assert someone.is_superuser and someone.is_staff
