@@ -7,6 +7,7 @@ gives them, and API tokens only their own; only a superuser sees all and may mak
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -17,12 +18,8 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django_dramatiq import admin as dramatiq_admin
 
-from . import (
-    admin_users,  # noqa: F401  (registers the user admin that keeps privileges to superusers)
-    recovery,
-    selectors,
-    workers,
-)
+from . import recovery, selectors, workers
+from .admin_users import GuardedUserAdmin
 from .api import tokens
 from .models import ApiToken, Batch, Chunk, ItemFailure, Worker
 from .services import cancel_batch, retry_failed
@@ -33,6 +30,9 @@ FAILURES_INLINE = 20
 # django_dramatiq's task log: this project keeps none (its work is in batches), so the admin
 # does not show an always-empty section. Importing its admin registers it first.
 admin.site.unregister(dramatiq_admin.Task)
+# Django's user admin lets staff who may change users make themselves superuser: not this one.
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), GuardedUserAdmin)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

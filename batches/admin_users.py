@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-User = get_user_model()
 PRIVILEGES = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 
@@ -32,8 +29,3 @@ class GuardedUserAdmin(UserAdmin):
     @staticmethod
     def _within_reach(request: HttpRequest, obj: Any) -> bool:
         return obj is None or request.user.is_superuser or not obj.is_superuser
-
-
-if admin.site.is_registered(User):
-    admin.site.unregister(User)
-admin.site.register(User, GuardedUserAdmin)
