@@ -232,6 +232,23 @@ def test_without_javascript_the_page_refreshes_only_while_live_and_can_be_paused
     assert_accessible_without_javascript(page, "the batch page without JavaScript, finished")
 
 
+def test_a_live_address_opened_with_javascript_polls_instead_of_reloading(browser: Browser, scenario):
+    s = scenario(tickets=1000, delay_ms="10")
+    page = browser.new_context().new_page()
+    log_in(page, s["base"], "alice")
+    page.goto(s["event_url"])
+    start_run(page)
+    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    batch_page = f"{s['base']}/batches/{Batch.objects.get().pk}/"
+
+    with page.expect_response(batch_page) as loaded:
+        page.goto(f"{batch_page}?live=1")
+    assert "refresh" not in loaded.value.headers, "the page it settles on does not reload itself"
+    assert page.url == batch_page
+    shown = figure(page, "done")
+    page.wait_for_function("n => Number(document.querySelector('[data-figure=done]').textContent) > n", arg=shown)
+
+
 def test_cancel_without_javascript_asks_with_clear_verbs(browser: Browser, scenario):
     s = scenario(tickets=3000, delay_ms="10")
     page = browser.new_context(java_script_enabled=False).new_page()

@@ -9,6 +9,17 @@ document.addEventListener("htmx:confirm", function (event) {
   }
 });
 
+// A ?live=1 address (the page without JavaScript, reloading itself every few seconds) opened
+// with JavaScript on, from a bookmark or a shared link: htmx polls here, and a reload would
+// throw the reader's place and focus away every few seconds. Load it without.
+(function () {
+  var params = new URLSearchParams(location.search);
+  if (params.get("live") !== "1") return;
+  params.delete("live");
+  var query = params.toString();
+  location.replace(location.pathname + (query ? "?" + query : "") + location.hash);
+})();
+
 // Confirmation: a form with data-confirm asks first, in the page's <dialog>, with the verbs the
 // form names (data-confirm-yes / data-confirm-no). Only "yes" lets htmx send the request.
 // The answer is read from the dialog form's submit (which names its button), not from the
