@@ -65,11 +65,15 @@ def plan(batch_id: int) -> list[int]:
     )
 
 
+def _deadline(budget_seconds: float | None) -> float:
+    """When a message's work must stop: its budget (BATCHES_MESSAGE_SECONDS by default) from now."""
+    return time.monotonic() + (settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds)
+
+
 def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerOutcome:
     """One runner message of a batch: claim a chunk, run checkpoints on it while the batch keeps
     its fair share of the pool, then the next chunk, until the budget is spent or none is left."""
-    budget = settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds
-    deadline = time.monotonic() + budget
+    deadline = _deadline(budget_seconds)
     worker_id = workers.me.worker_id
     verdict = scheduler.verdict(batch_id)
     if verdict is scheduler.Verdict.ENOUGH:
@@ -101,8 +105,7 @@ def run_chunk(
     to the queue (MORE: the budget is spent, the worker is stopping, or its batch is over its
     share of the pool while another batch waits)."""
     if deadline is None:
-        budget = settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds
-        deadline = time.monotonic() + budget
+        deadline = _deadline(budget_seconds)
     batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
     turn_ends = time.monotonic() + settings.BATCHES_SLICE_SECONDS
     pace = Pace()

@@ -9,6 +9,7 @@ workers, a cancel and a sweep can race on a batch and exactly one of them wins e
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,7 +77,12 @@ def plan(batch_id: int) -> int:
             _snapshot_chunks(batch, get_operation(batch.operation))
         if batch.status != BatchStatus.RUNNING:
             return 0
-        return min(batch.max_parallel, batch.chunks.filter(finished_at__isnull=True).count())
+        return _runners_for(batch)
+
+
+def _runners_for(batch: Batch) -> int:
+    """As many runners as chunks left to run, at most the batch's max_parallel."""
+    return min(batch.max_parallel, batch.chunks.filter(finished_at__isnull=True).count())
 
 
 def _snapshot_chunks(batch: Batch, op: Operation) -> None:
@@ -146,26 +152,26 @@ def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int
     has made its next checkpoint. Unclaimed, they are the first to be claimed again.
     """
     now = now or timezone.now()
-    held = list(Chunk.objects.filter(claimed_by_id=worker_id).values_list("batch_id", flat=True))
+    held = Counter(Chunk.objects.filter(claimed_by_id=worker_id).values_list("batch_id", flat=True))
     if not held:
         return 0
     Chunk.objects.filter(claimed_by_id=worker_id).update(
         claimed_by=None, claimed_at=None, handed_over_at=now if lost else None
     )
-    batch_ids = sorted(set(held))
+    batch_ids = sorted(held)
     if lost:
         Batch.objects.filter(pk__in=batch_ids, status=BatchStatus.RUNNING).update(
             worker_lost_at=now, processed_at_loss=F("done_count") + F("failed_count") + F("skipped_count")
         )
         for batch_id in batch_ids:
-            events.emit("worker_lost", batch_id, worker_id=worker_id, chunks=held.count(batch_id))
+            events.emit("worker_lost", batch_id, worker_id=worker_id, chunks=held[batch_id])
 
     def send() -> None:
         for batch_id in batch_ids:
-            dispatch.run(batch_id, count=held.count(batch_id))
+            dispatch.run(batch_id, count=held[batch_id])
 
     transaction.on_commit(send, robust=True)
-    return len(held)
+    return held.total()
 
 
 # --- checkpoints and the end ------------------------------------------------------------------
@@ -262,10 +268,14 @@ def end(
         changes["cancelled_by"] = cancelled_by
     ended = Batch.objects.filter(pk=batch_id, status__in=ACTIVE_STATUSES).update(**changes)
     if ended:
-        Chunk.objects.filter(batch_id=batch_id, claimed_by__isnull=False).update(claimed_by=None, claimed_at=None)
+        _free_claims(batch_id)
         logger.info("Batch %s ended as %s. %s", batch_id, status, error)
         events.emit(BatchStatus(status).value, batch_id, **({"error": error} if error else {}))
     return bool(ended)
+
+
+def _free_claims(batch_id: int) -> None:
+    Chunk.objects.filter(batch_id=batch_id, claimed_by__isnull=False).update(claimed_by=None, claimed_at=None)
 
 
 # --- recovery ---------------------------------------------------------------------------------
@@ -297,9 +307,8 @@ def resume(batch: Batch, now: datetime) -> tuple[str, str]:
         events.emit("resumed", batch.pk, action="replanned", recoveries=batch.recoveries + 1)
         return "replanned", ""
     # Whoever held its chunks is not getting on with them: free them for the new runners.
-    Chunk.objects.filter(batch_id=batch.pk, claimed_by__isnull=False).update(claimed_by=None, claimed_at=None)
-    open_chunks = batch.chunks.filter(finished_at__isnull=True).count()
-    runners = max(1, min(batch.max_parallel, open_chunks))
+    _free_claims(batch.pk)
+    runners = max(1, _runners_for(batch))
     transaction.on_commit(lambda: dispatch.run(batch.pk, count=runners), robust=True)
     events.emit("resumed", batch.pk, action="resumed", runners=runners, recoveries=batch.recoveries + 1)
     return "resumed", ""
