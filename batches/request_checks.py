@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+
+from .api.errors import ApiError, error_response
 
 NUL = "\x00"
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
@@ -23,7 +25,7 @@ class RejectNulBytes:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if _carries_nul(request):
             if request.path.startswith("/api/"):
-                return JsonResponse({"error": {"code": "nul_character", "message": MESSAGE}}, status=400)
+                return error_response(ApiError(400, "nul_character", MESSAGE))
             return HttpResponseBadRequest(f"Bad request. {MESSAGE}\n", content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 

@@ -42,7 +42,7 @@ def not_found(what: str) -> ApiError:
 
 
 def conflict(code: str, message: str, batch: dict) -> ApiError:
-    return ApiError(409, code, message, batch=batch)
+    return ApiError(409, code, message, batch=batch, headers={"Location": batch["links"]["self"]})
 
 
 def too_many(code: str, message: str, retry_after: int) -> ApiError:
@@ -52,20 +52,21 @@ def too_many(code: str, message: str, retry_after: int) -> ApiError:
 def method_not_allowed(request: HttpRequest, allowed: list[str]) -> HttpResponse:
     """405 in the API's shape, with Allow: django-ninja answers it in plain text by itself."""
     methods = ", ".join(sorted(allowed))
-    response = _plain_error(405, "method_not_allowed", f"{request.method} is not allowed here; use {methods}.")
-    response["Allow"] = methods
-    return response
+    message = f"{request.method} is not allowed here; use {methods}."
+    return error_response(ApiError(405, "method_not_allowed", message, headers={"Allow": methods}))
 
 
 @csrf_exempt  # a 404 whatever the method; CSRF would answer a POST with an HTML 403 first
 def no_such_endpoint(request: HttpRequest, path: str = "") -> HttpResponse:
     """Every path under /api/ that no route takes: 404 in the API's shape, not Django's page."""
-    return _plain_error(404, "not_found", f"No such API endpoint: {request.path}. The schema is at /api/openapi.json.")
+    message = f"No such API endpoint: {request.path}. The schema is at /api/openapi.json."
+    return error_response(ApiError(404, "not_found", message))
 
 
-def _plain_error(status: int, code: str, message: str) -> JsonResponse:
-    """The error shape outside django-ninja's views (which answer through `install`'s handlers)."""
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+def error_response(error: ApiError) -> JsonResponse:
+    """The error as a response outside django-ninja's views (the middleware, the URLconf's
+    fallbacks); its views answer through `install`'s handlers, with the same body and headers."""
+    return JsonResponse(error.body(), status=error.status, headers=error.headers)
 
 
 # What django-ninja raises itself: bodies it cannot parse, CSRF failures of session requests.
@@ -75,17 +76,14 @@ _HTTP_ERROR_CODES = {400: "invalid_request", 403: "forbidden", 405: "method_not_
 def install(api: NinjaAPI) -> None:
     def respond(request: HttpRequest, error: ApiError) -> HttpResponse:
         response = api.create_response(request, error.body(), status=error.status)
-        if error.batch is not None:
-            response["Location"] = error.batch["links"]["self"]
         for name, value in error.headers.items():
             response[name] = value
         return response
 
     def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-        error = ApiError(401, "not_authenticated", "Send 'Authorization: Bearer <token>' or log in.")
-        response = respond(request, error)
-        response["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
+        message = "Send 'Authorization: Bearer <token>' or log in."
+        headers = {"WWW-Authenticate": 'Bearer realm="api"'}
+        return respond(request, ApiError(401, "not_authenticated", message, headers=headers))
 
     def bad_request(request: HttpRequest, exc: RequestValidationError) -> HttpResponse:
         fields: dict[str, list[str]] = {}

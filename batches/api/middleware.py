@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from .errors import ApiError, error_response
 
 
 class ApiBodyLimit:
@@ -25,5 +27,5 @@ class ApiBodyLimit:
         return self.get_response(request)
 
     @staticmethod
-    def _refuse(status: int, code: str, message: str) -> JsonResponse:
-        return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    def _refuse(status: int, code: str, message: str) -> HttpResponse:
+        return error_response(ApiError(status, code, message))

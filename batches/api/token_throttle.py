@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from batches.api.errors import error_response, too_many
 from batches.client_address import client_address
 from batches.throttle.windows import record_failure, seconds_locked
 
@@ -49,6 +50,4 @@ def _sends_bearer_token(request: HttpRequest) -> bool:
 
 def _too_many(wait: int) -> JsonResponse:
     message = f"Too many unknown API tokens from your address. Try again in {wait} seconds."
-    response = JsonResponse({"error": {"code": "too_many_bad_tokens", "message": message}}, status=429)
-    response["Retry-After"] = str(wait)
-    return response
+    return error_response(too_many("too_many_bad_tokens", message, wait))
