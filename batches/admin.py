@@ -23,7 +23,7 @@ from .admin_users import GuardedUserAdmin
 from .api import tokens
 from .models import ApiToken, Batch, Chunk, ItemFailure, Worker
 from .services import cancel_batch, retry_failed
-from .status import describe
+from .status import describe, with_liveness
 
 FAILURES_INLINE = 20
 
@@ -46,22 +46,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class VisibleOperationFilter(admin.SimpleListFilter):
-    """The operations of the batches the user may see (the stock filter would list every batch's)."""
-
-    title = "operation"
-    parameter_name = "batch__operation"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        names = selectors.visible_batches(request.user).order_by("operation").values_list("operation", flat=True)
-        return [(name, selectors.operation_label(name)) for name in names.distinct()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[ItemFailure]) -> QuerySet[ItemFailure]:
-        return queryset.filter(batch__operation=self.value()) if self.value() else queryset
-
-
 class BatchOperationFilter(admin.SimpleListFilter):
-    """The operations of the visible batches, by their labels."""
+    """The operations of the batches the user may see, by their labels (the stock filter would
+    list every batch's). The parameter is the lookup path to the batch's operation."""
 
     title = "operation"
     parameter_name = "operation"
@@ -69,8 +56,14 @@ class BatchOperationFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return selectors.visible_operations(request.user)
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> QuerySet[Batch]:
-        return queryset.filter(operation=self.value()) if self.value() else queryset
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() else queryset
+
+
+class VisibleOperationFilter(BatchOperationFilter):
+    """The same, for item failures: by their batch's operation."""
+
+    parameter_name = "batch__operation"
 
 
 @admin.register(Batch)
@@ -93,7 +86,6 @@ class BatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", BatchOperationFilter, ("created_by", admin.RelatedOnlyFieldListFilter), "created_at"]
     search_fields = ["scope_key", "scope_label", "operation", "created_by__username", "=id"]
-    list_select_related = ["created_by"]
     date_hierarchy = "created_at"
     fields = [
         "operation_label",
@@ -119,7 +111,7 @@ class BatchAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
         # The list, its filters, the change page and every action's queryset all come from here.
-        visible = selectors.visible_batches(request.user)
+        visible = with_liveness(selectors.visible_batches(request.user))  # for the condition column
         ordering = self.get_ordering(request)
         return visible.order_by(*ordering) if ordering else visible
 

@@ -16,6 +16,17 @@ from .operations import Operation, UnknownOperation, all_operations, get_operati
 from .status import with_liveness
 
 
+def fresh(batch: Batch) -> Batch:
+    """The batch read again as views show it, after a change (start, cancel, retry)."""
+    return shown_batches().filter(pk=batch.pk).first() or batch
+
+
+def shown_batches() -> QuerySet[Batch]:
+    """Batches as every view shows them: with who started and cancelled them, and what the
+    workers are doing about them (batches.status), in one query."""
+    return with_liveness(Batch.objects.select_related("created_by", "cancelled_by"))
+
+
 def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
     """A user sees a batch they started, or one whose scope its operation lets them act on."""
     if not user.is_authenticated:
@@ -32,15 +43,18 @@ def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batc
     """One query: the batch with who started it and what the workers are doing about it (see
     batches.status), or None when it is missing or not the user's to see."""
     try:
-        batch = with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).get(pk=batch_id)
+        batch = shown_batches().get(pk=batch_id)
     except Batch.DoesNotExist:
         return None
     return batch if may_view(user, batch) else None
 
 
 def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
-    """Every batch `user` started, and all batches of the operations that let them see all."""
-    batches = with_liveness(Batch.objects.select_related("created_by", "cancelled_by"))
+    """Every batch `user` started, and all batches of the operations that let them see all.
+
+    Without what the workers are doing (lists that show a condition add `with_liveness`: its
+    subqueries would run for every row)."""
+    batches = Batch.objects.select_related("created_by", "cancelled_by")
     if not user.is_authenticated:
         return batches.none()
     if user.is_superuser:
@@ -74,9 +88,7 @@ def operation_label(name: str) -> str:
 
 def latest_batch(operation: str, scope_key: str) -> Batch | None:
     """The scope's active batch if there is one, else its most recent."""
-    scoped = with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).filter(
-        operation=operation, scope_key=scope_key
-    )
+    scoped = shown_batches().filter(operation=operation, scope_key=scope_key)
     return scoped.active().first() or scoped.first()
 
 

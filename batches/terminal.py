@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from typing import Any, TextIO
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -15,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .models import Batch
-from .selectors import progress, visible_batch, visible_batches
+from .selectors import history, progress, shown_batches, visible_batch
 from .status import with_liveness
+from .templatetags.batch_tags import duration
 
 # How often the bar is redrawn (one query each): the web page polls every second.
 REDRAW_SECONDS = 0.5
@@ -26,30 +26,17 @@ def load(batch_id: int, user: AbstractBaseUser | None) -> Batch | None:
     """The batch as the API shows it; with `user`, only if they may see it (the web's rule)."""
     if user is not None:
         return visible_batch(user, batch_id)
-    return with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).filter(pk=batch_id).first()
+    return shown_batches().filter(pk=batch_id).first()
 
 
 def listed(user: AbstractBaseUser | None, *, active: bool) -> QuerySet[Batch]:
     """The latest batches, newest first; with `user`, those they may see."""
-    if user is not None:
-        batches = visible_batches(user)
-    else:
-        batches = with_liveness(Batch.objects.select_related("created_by", "cancelled_by"))
-    batches = batches.order_by("-created_at", "-id")
+    batches = with_liveness(history(user)) if user is not None else shown_batches().order_by("-created_at", "-id")
     return batches.active() if active else batches
 
 
 def as_json(body: Any) -> str:
     return json.dumps(body, cls=DjangoJSONEncoder)
-
-
-def _duration(delta: timedelta | None) -> str:
-    if delta is None:
-        return "-"
-    seconds = int(delta.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def summary(batch: Batch) -> str:
@@ -61,8 +48,8 @@ def summary(batch: Batch) -> str:
         line += f", {figures.skipped} skipped"
     if batch.is_active:
         rate = f"{figures.rate:.1f} items/s" if figures.rate else "no rate yet"
-        return f"{line}; {rate}, {_duration(figures.eta)} left" if figures.eta is not None else f"{line}; {rate}"
-    line += f" in {_duration(figures.elapsed)}"
+        return f"{line}; {rate}, {duration(figures.eta)} left" if figures.eta is not None else f"{line}; {rate}"
+    line += f" in {duration(figures.elapsed)}"
     return f"{line}. {batch.error}" if batch.error else f"{line}."
 
 
@@ -103,7 +90,7 @@ def _fields(batch: Batch) -> dict[str, Any]:
         "total": figures.total or None,
         "failed": figures.failed,
         "rate": f"{figures.rate:.1f} items/s" if figures.rate else "",
-        "left": f"{_duration(figures.eta)} left" if figures.eta is not None else "",
+        "left": f"{duration(figures.eta)} left" if figures.eta is not None else "",
         "status": batch.status,
     }
 

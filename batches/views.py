@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -25,7 +24,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import reswap, retarget, trigger_client_event
 
 from . import selectors
 from .models import Batch
@@ -66,10 +65,16 @@ class UninstalledOperation:
 
     @property
     def label(self) -> str:
-        return f"{self.name} (no longer installed)"
+        return selectors.operation_label(self.name)
 
     def scope_url(self, params: dict[str, Any]) -> None:
         return None
+
+    def confirmation(self, params: dict[str, Any]) -> None:
+        return None
+
+    def item_labels(self, params: dict[str, Any], pks: list[int]) -> dict[int, str]:
+        return {}
 
 
 def panel_context(
@@ -85,7 +90,7 @@ def panel_context(
     The start's confirmation question is asked (it may cost the operation a query) only when the
     start button is offered: never while a batch runs, so polls stay cheap.
     """
-    offer_start = not getattr(op, "uninstalled", False) and (batch is None or not batch.is_active)
+    offer_start = batch is None or not batch.is_active
     return {
         "op": op,
         "params": params,
@@ -100,9 +105,8 @@ def panel_context(
 
 def _with_ended_event(response: HttpResponse, batch: Batch) -> HttpResponse:
     if not batch.is_active:
-        response["HX-Trigger"] = json.dumps(
-            {BATCH_ENDED_EVENT: {"batch": batch.pk, "operation": batch.operation, "status": batch.status}}
-        )
+        details = {"batch": batch.pk, "operation": batch.operation, "status": batch.status}
+        trigger_client_event(response, BATCH_ENDED_EVENT, details)
     return response
 
 
@@ -125,7 +129,7 @@ def start_notice(result: StartResult) -> str | SafeString:
 def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, status: int = 200) -> HttpResponse:
     """HTMX: the batch's panel. A plain form: 303 to the batch page, the notice as a message."""
     if request.htmx:
-        batch = selectors.visible_batch(request.user, batch.pk) or batch  # with what the workers say
+        batch = selectors.fresh(batch)  # with what the workers say
         context = panel_context(_operation_of(batch), batch.params, batch, notice=notice)
         response = render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
         return _with_ended_event(response, batch)
@@ -277,9 +281,7 @@ class FailureRow:
 def failure_rows(op: Operation | UninstalledOperation, batch: Batch) -> list[FailureRow]:
     """The first failed items, each named as the operation names it for people."""
     failures = list(selectors.failures(batch)[:FAILURES_SHOWN])
-    labels: dict[int, str] = {}
-    if not getattr(op, "uninstalled", False):
-        labels = op.item_labels(batch.params, [failure.item_pk for failure in failures if failure.item_pk])
+    labels = op.item_labels(batch.params, [failure.item_pk for failure in failures if failure.item_pk])
     return [FailureRow(labels.get(failure.item_pk) or failure.item_key, failure.error) for failure in failures]
 
 

@@ -99,13 +99,8 @@ def _visible(request: HttpRequest, batch_id: int) -> Batch:
     return batch
 
 
-def _fresh(batch: Batch) -> Batch:
-    """The batch re-read with who started and cancelled it, for a response body."""
-    return with_liveness(Batch.objects.select_related("created_by", "cancelled_by")).get(pk=batch.pk)
-
-
 def _accepted_or_conflict(result: StartResult, response: HttpResponse) -> Status:
-    batch = _fresh(result.batch)
+    batch = selectors.fresh(result.batch)
     response["Location"] = reverse("api:batch", args=[batch.pk])
     if result.created:
         response["Retry-After"] = POLL_SECONDS
@@ -204,11 +199,7 @@ def list_batches(
     page: int = Query(1, ge=1, le=1_000_000),
     page_size: int = Query(50, ge=1, le=200),
 ):
-    batches = selectors.visible_batches(request.auth).order_by("-created_at", "-id")
-    if status:
-        batches = batches.filter(status=status)
-    if operation:
-        batches = batches.filter(operation=operation)
+    batches = with_liveness(selectors.history(request.auth, status=status or "", operation=operation or ""))
     return _page(request, batches, page, page_size, batch_body)
 
 
@@ -247,7 +238,7 @@ def cancel(request: HttpRequest, batch_id: int):
         batch, ended = cancel_batch(batch_id, user=request.auth)
     except Batch.DoesNotExist:
         raise not_found("batch") from None
-    batch = _fresh(batch)
+    batch = selectors.fresh(batch)
     if not ended:
         raise conflict("batch_ended", f"Batch {batch.pk} had already ended ({batch.status}).", batch_body(batch))
     return batch_body(batch)
@@ -277,7 +268,7 @@ def retry_failed_items(
             code, message = getattr(exc, "code", None) or "cannot_retry", " ".join(exc.messages)
             if code == "no_failed_items":
                 raise ApiError(400, code, message) from None
-            raise conflict(code, message, batch_body(_fresh(_visible(request, batch_id)))) from None
+            raise conflict(code, message, batch_body(_visible(request, batch_id))) from None
         return _accepted_or_conflict(result, response)
 
     return _idempotent(request, idempotency_key, {"retry_of": batch_id}, response, produce)
@@ -322,7 +313,7 @@ def report(request: HttpRequest, batch_id: int):
             f"Batch {batch.pk}'s operation {batch.operation!r} is no longer installed, so its items cannot be "
             "listed. Its failures are still at its failures link."
         )
-        raise conflict("operation_not_installed", message, batch_body(_fresh(batch))) from None
+        raise conflict("operation_not_installed", message, batch_body(batch)) from None
     rows = csv_lines(["item_key", "outcome", "error"], outcomes)
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
