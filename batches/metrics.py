@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .client_address import client_address
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Worker
+from .workers import silence
 
 # Seconds: a batch takes from seconds (a small event) to hours (a million items).
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -35,26 +36,31 @@ class BatchCollector:
     """The engine's figures, from Postgres, at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        yield self._batches_by_status()
-        yield from self._items()
+        yield from self._batches_and_items()
         yield self._durations()
         yield self._oldest_queued()
         yield from self._workers()
 
-    def _batches_by_status(self) -> Metric:
-        family = GaugeMetricFamily("batches", "Batches by status and operation.", labels=["operation", "status"])
-        counts = Batch.objects.values_list("operation", "status").annotate(n=Count("id")).order_by()
-        for operation, status, count in counts:
-            family.add_metric([operation, status], count)
-        return family
-
-    def _items(self) -> Iterator[Metric]:
+    def _batches_and_items(self) -> Iterator[Metric]:
+        """Batches by status and operation, and items done and failed by operation: one query."""
+        batches = GaugeMetricFamily("batches", "Batches by status and operation.", labels=["operation", "status"])
+        items: dict[str, list[int]] = {}
+        rows = (
+            Batch.objects.values_list("operation", "status")
+            .annotate(n=Count("id"), d=Sum("done_count"), f=Sum("failed_count"))
+            .order_by()
+        )
+        for operation, status, count, items_done, items_failed in rows:
+            batches.add_metric([operation, status], count)
+            totals = items.setdefault(operation, [0, 0])
+            totals[0] += items_done or 0
+            totals[1] += items_failed or 0
         done = CounterMetricFamily("batches_items_done", "Items done, by operation.", labels=["operation"])
         failed = CounterMetricFamily("batches_items_failed", "Items failed, by operation.", labels=["operation"])
-        sums = Batch.objects.values_list("operation").annotate(d=Sum("done_count"), f=Sum("failed_count")).order_by()
-        for operation, items_done, items_failed in sums:
-            done.add_metric([operation], items_done or 0)
-            failed.add_metric([operation], items_failed or 0)
+        for operation, (items_done, items_failed) in items.items():
+            done.add_metric([operation], items_done)
+            failed.add_metric([operation], items_failed)
+        yield batches
         yield done
         yield failed
 
@@ -90,8 +96,7 @@ class BatchCollector:
         )
 
     def _workers(self) -> Iterator[Metric]:
-        silence = timedelta(seconds=settings.BATCHES_WORKER_SILENCE_SECONDS)
-        live = Worker.objects.alive(timezone.now(), silence).aggregate(n=Count("id"), threads=Sum("threads"))
+        live = Worker.objects.alive(timezone.now(), silence()).aggregate(n=Count("id"), threads=Sum("threads"))
         yield GaugeMetricFamily("batches_workers_live", "Worker processes heartbeating.", value=live["n"])
         yield GaugeMetricFamily(
             "batches_worker_threads_live", "Worker threads of the live processes.", value=live["threads"] or 0
