@@ -28,6 +28,8 @@ _progress_lock = threading.Lock()
 
 def emit(event: str, batch_id: int, **fields: Any) -> None:
     """Log `event` for the batch once the current transaction commits (at once outside one)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return  # nobody reads these lines here: no query for them
     transaction.on_commit(lambda: _log(event, batch_id, fields), robust=True)
 
 
