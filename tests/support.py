@@ -219,11 +219,7 @@ def serving(command: list[str], env: dict[str, str], port: int, log_path: Path) 
 
         def listens() -> bool:
             assert server.poll() is None, log_path.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return False
+            return _port_open("127.0.0.1", port)
 
         wait_until(listens, timeout=60, what=f"{' '.join(command[1:])} to listen")
         yield server
