@@ -180,8 +180,13 @@ def start(request: HttpRequest, operation: str) -> HttpResponse:
     except (UnknownOperation, PermissionDenied):
         raise Http404 from None
     except ValidationError as exc:
-        # The form again with what was posted for the operation's own fields, and the message.
-        params = {name: value for name, value in posted.items() if name in op.Params.model_fields}
+        # The form again, and the message: with the params as checked when they were valid (a
+        # per-user limit, a missing event), so that the next start still asks its question first;
+        # else with what was posted for the operation's own fields.
+        try:
+            params = op.parse_params(posted, from_form=True)
+        except ValidationError:
+            params = {name: value for name, value in posted.items() if name in op.Params.model_fields}
         return _refused(request, exc, panel_context(op, params, None), title="Could not start", fragment=False)
 
     return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)

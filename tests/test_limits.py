@@ -113,6 +113,7 @@ def test_the_web_ui_says_so_in_the_panel_or_on_a_page_with_429(settings, client,
         assert response.status_code == 429 and int(response["Retry-After"]) >= 1
         assert "You already have 1 batches running, the most one person may run at once." in response.content.decode()
     assert 'class="batch-panel"' in htmx.content.decode() and "<h1>Could not start</h1>" in plain.content.decode()
+    assert f'data-confirm="Reissue all 2 tickets of {events[1].name}?' in htmx.content.decode(), "still asks first"
     assert Batch.objects.count() == 1
 
 
