@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -20,13 +21,13 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from . import selectors
+from . import error_pages, selectors
 from .models import Batch
 from .operations import Operation, UnknownOperation, get_operation
 from .services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
@@ -51,7 +52,6 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 PANEL_TEMPLATE = "batches/_panel.html"
 LIVE_TEMPLATE = "batches/_live.html"
-REFUSED_TEMPLATE = "batches/bad_request.html"
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,12 @@ def start_notice(result: StartResult) -> str | SafeString:
 
 
 def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, status: int = 200) -> HttpResponse:
-    """HTMX: the batch's panel. A plain form: 303 to the batch page, the notice as a message."""
+    """HTMX: the batch's panel, or, asked from the page of another batch (a retry, a new run from
+    an ended one's page), that batch's page in its place. A plain form: 303 to the batch page, the
+    notice as a message."""
+    if request.htmx and _on_another_batchs_page(request, batch):
+        messages.info(request, notice)
+        return _go_to_batch_page(batch)
     if request.htmx:
         batch = selectors.fresh(batch)  # with what the workers say
         context = panel_context(_operation_of(batch), batch.params, batch, notice=notice)
@@ -137,6 +142,24 @@ def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, statu
     # The person just started (or joined) it without JavaScript: the page keeps itself live.
     live = "?live=1" if batch.is_active else ""
     return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]) + live)
+
+
+def _on_another_batchs_page(request: HttpRequest, batch: Batch) -> bool:
+    page = request.htmx.current_url_abs_path or ""
+    try:
+        match = resolve(urlsplit(page).path)
+    except Resolver404:
+        return False
+    return match.view_name == "batches:detail" and match.kwargs.get("pk") != batch.pk
+
+
+def _go_to_batch_page(batch: Batch) -> HttpResponse:
+    """htmx loads the batch's page in place of this one's <main> (its heading, panel and CSV link)
+    and puts its address in the bar; the page's live region and scripts stay."""
+    response = HttpResponse(status=200)
+    target = {"path": reverse("batches:detail", args=[batch.pk]), "target": "main", "select": "main"}
+    response["HX-Location"] = json.dumps({**target, "swap": "outerHTML"})
+    return response
 
 
 def _describe(exc: ValidationError) -> str:
@@ -160,7 +183,7 @@ def _refused(
     if request.htmx:
         response = render(request, PANEL_TEMPLATE, {**panel, "error": message, "fragment": fragment}, status=status)
     else:
-        response = render(request, REFUSED_TEMPLATE, {"message": message, "title": title}, status=status)
+        response = error_pages.answer(request, error_pages.Problem("refused", status, title, message, message))
     if isinstance(exc, StartLimitReached):
         response["Retry-After"] = str(exc.retry_after)
     return response
@@ -200,7 +223,8 @@ def _start_confirmation(request: HttpRequest, operation: str) -> HttpResponse:
     try:
         params = op.parse_params(request.GET, from_form=True)
     except ValidationError as exc:
-        return render(request, REFUSED_TEMPLATE, {"message": _describe(exc), "title": "Could not start"}, status=400)
+        message = _describe(exc)
+        return error_pages.answer(request, error_pages.Problem("refused", 400, "Could not start", message, message))
     if not op.may_act(request.user, params):
         raise Http404
     context = {

@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # htmx requests turned away by login_required: 401 and a sentence, not the login page in a panel.
+    "batches.error_pages.SignedOutAnswers",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -84,6 +86,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "site_config.urls"
+# A refused CSRF check: the site's 403 page (a fragment for htmx), its reason in plain words.
+CSRF_FAILURE_VIEW = "batches.error_pages.csrf_failure"
 WSGI_APPLICATION = "site_config.wsgi.application"
 
 TEMPLATES = [

@@ -2,11 +2,15 @@
 // each request, and a hidden tab declines. Written here rather than as an hx-trigger filter
 // ([document.visibilityState === 'visible']), which htmx evaluates with Function() and so needs
 // 'unsafe-eval' in the Content-Security-Policy.
+// After a failed poll the next ones wait longer (see "Failed requests" below): declined here too.
+function isPoll(element) {
+  return !!(element && element.matches && element.matches("[hx-trigger^='every ']"));
+}
 document.addEventListener("htmx:confirm", function (event) {
   var source = event.target;
-  if (document.hidden && source.matches && source.matches("[hx-trigger^='every ']")) {
-    event.preventDefault();
-  }
+  if (!isPoll(source)) return;
+  var backoff = pollBackoff.get(source);
+  if (document.hidden || (backoff && Date.now() < backoff.retryAt)) event.preventDefault();
 });
 
 // A ?live=1 address (the page without JavaScript, reloading itself every few seconds) opened
@@ -137,3 +141,95 @@ document.addEventListener("htmx:afterSettle", function (event) {
   if (parts.length) say(parts.join(" "));
   localiseTimes(root.parentNode || document);
 });
+
+// Failed requests. htmx swaps no error answer in (templates/base.html), so the panel that asked
+// keeps its last figures and says here what went wrong: the server's own sentence for a 4xx
+// (batches/error_pages.py: signed out, page out of date), "Can't reach the server" for a 5xx or
+// no answer at all (a web server restarting). Each message is said once in the live region, and
+// focus stays where it was. Polls keep trying, further apart after each failure in a row, and
+// their first answer clears what they reported.
+var RETRY_AFTER_SECONDS = [1, 2, 4, 5];  // after the 1st, 2nd, 3rd, and every further failure
+var pollBackoff = new WeakMap();
+function problemSlot(element) {
+  var panel = element && element.closest ? element.closest(".batch-panel") : null;
+  return (panel && panel.querySelector("[data-problem-slot]")) || document.getElementById("page-problem");
+}
+function problemNode(code, text, link) {
+  var node = document.createElement("p");
+  node.className = "problem";
+  node.setAttribute("data-problem", code);
+  node.textContent = text;
+  if (link) {
+    var anchor = document.createElement("a");
+    anchor.href = link.href;
+    anchor.textContent = link.label;
+    node.append(" ", anchor);
+  }
+  return node;
+}
+function problemFrom(xhr, poll) {
+  var status = xhr ? xhr.status : 0;
+  if (status === 0 || status >= 500) {
+    return poll
+      ? problemNode("unreachable", "Can\u2019t reach the server; retrying\u2026")
+      : problemNode("unreachable", "Can\u2019t reach the server; try again in a moment.");
+  }
+  var said = new DOMParser().parseFromString(xhr.responseText || "", "text/html").querySelector(".problem[data-problem]");
+  if (said) return document.importNode(said, true);
+  return problemNode("out-of-date", "This page is out of date:", { href: location.href, label: "reload it" });
+}
+function showProblem(slot, node, fromPoll) {
+  var text = node.textContent.trim();
+  if (slot.getAttribute("data-said") === text) return;  // said already: the same failure again
+  slot.replaceChildren(node);
+  slot.setAttribute("data-said", text);
+  slot.setAttribute("data-from", fromPoll ? "poll" : "action");
+  say(text);
+}
+function clearProblem(slot, fromPoll) {
+  if (!slot || !slot.hasAttribute("data-said")) return;
+  // A poll's answer clears what polls reported; an action's report stays until the next action.
+  if (fromPoll && slot.getAttribute("data-from") !== "poll") return;
+  slot.replaceChildren();
+  slot.removeAttribute("data-said");
+  slot.removeAttribute("data-from");
+}
+document.addEventListener("htmx:afterRequest", function (event) {
+  var elt = event.detail.elt;
+  if (event.detail.successful !== true || !elt || !elt.isConnected) return;
+  var poll = isPoll(elt);
+  if (poll) pollBackoff.delete(elt);
+  clearProblem(problemSlot(elt), poll);
+});
+function reportFailure(event) {
+  var elt = event.detail.elt;
+  if (pageIsLeaving || !elt || !elt.isConnected) return;
+  var poll = isPoll(elt);
+  if (poll) {
+    var before = pollBackoff.get(elt);
+    var failures = before ? before.failures + 1 : 1;
+    var wait = RETRY_AFTER_SECONDS[Math.min(failures, RETRY_AFTER_SECONDS.length) - 1];
+    // A little early, so that a poll due at that moment is not declined by a late timer.
+    pollBackoff.set(elt, { failures: failures, retryAt: Date.now() + wait * 1000 - 200 });
+  }
+  var slot = problemSlot(elt);
+  if (slot) showProblem(slot, problemFrom(event.detail.xhr, poll), poll);
+  if (!poll) restoreFocusAfterFailure(elt);
+}
+document.addEventListener("htmx:responseError", reportFailure);  // an answer htmx does not swap in
+document.addEventListener("htmx:sendError", reportFailure);  // no answer
+document.addEventListener("htmx:timeout", reportFailure);
+// A failed action swaps nothing in, but its button was disabled while it posted, which may have
+// dropped focus: put it back on that button.
+function restoreFocusAfterFailure(form) {
+  var key = focusKeyBeforeSwap;
+  focusKeyBeforeSwap = null;
+  var active = document.activeElement;
+  if (!key || (active && active !== document.body && active.isConnected)) return;
+  var button = form.querySelector('[data-focus-key="' + key + '"]');
+  if (button && !button.disabled) button.focus();
+}
+// Requests cut off by leaving the page are no failure to report.
+var pageIsLeaving = false;
+window.addEventListener("pagehide", function () { pageIsLeaving = true; });
+window.addEventListener("pageshow", function () { pageIsLeaving = false; });
