@@ -131,7 +131,8 @@ document.addEventListener("htmx:afterSettle", function (event) {
   var root = event.target;  // the element swapped in (detail.elt is the one that asked)
   if (!root || root.nodeType !== 1) return;
   var parts = [];
-  var notice = root.matches(".batch-panel") ? root.querySelector(".notice") : null;
+  // A panel's notice; or, when a whole <main> came in (Retry goes to the new batch's page), its message.
+  var notice = root.matches(".batch-panel") ? root.querySelector(".notice") : root.matches("main") ? root.querySelector(":scope > .notice") : null;
   if (notice) parts.push(notice.textContent.trim());
   var lives = root.matches(".batch-live") ? [root] : root.querySelectorAll(".batch-live");
   for (var i = 0; i < lives.length; i++) {
@@ -196,8 +197,15 @@ function clearProblem(slot, fromPoll) {
 }
 document.addEventListener("htmx:afterRequest", function (event) {
   var elt = event.detail.elt;
-  if (event.detail.successful !== true || !elt || !elt.isConnected) return;
+  if (!elt || !elt.isConnected) return;  // swapped out: its answer is in the page
   var poll = isPoll(elt);
+  var xhr = event.detail.xhr;
+  // No answer (status 0), or one htmx did not swap in. (An answer that sends htmx elsewhere, such
+  // as HX-Location, has neither flag set: not a failure.)
+  if (event.detail.failed === true || !xhr || xhr.status === 0) {
+    if (!poll) restoreFocusAfterFailure(elt);
+    return;
+  }
   if (poll) pollBackoff.delete(elt);
   clearProblem(problemSlot(elt), poll);
 });
@@ -214,13 +222,12 @@ function reportFailure(event) {
   }
   var slot = problemSlot(elt);
   if (slot) showProblem(slot, problemFrom(event.detail.xhr, poll), poll);
-  if (!poll) restoreFocusAfterFailure(elt);
 }
 document.addEventListener("htmx:responseError", reportFailure);  // an answer htmx does not swap in
 document.addEventListener("htmx:sendError", reportFailure);  // no answer
 document.addEventListener("htmx:timeout", reportFailure);
 // A failed action swaps nothing in, but its button was disabled while it posted, which may have
-// dropped focus: put it back on that button.
+// dropped focus: put it back on that button (htmx enables it again just before afterRequest).
 function restoreFocusAfterFailure(form) {
   var key = focusKeyBeforeSwap;
   focusKeyBeforeSwap = null;
