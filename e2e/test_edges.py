@@ -1,10 +1,12 @@
 """Issue 16 in a real browser: signed out mid-run, a stale page's start and cancel, the web server
 restarting mid-run, and Retry landing on the new batch's page (with and without JavaScript)."""
 
+import os
 import re
 import time
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from django.contrib.sessions.models import Session
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
@@ -17,6 +19,7 @@ RUNNING_TITLE = re.compile(r"^\d+% · Reissue tickets · Gala$")
 RETRYING = "Can\u2019t reach the server; retrying\u2026"
 # What a deploy's restart looks like from the page: the web server gone this long, then back.
 OUTAGE_SECONDS = 5
+AXE = Axe.from_file(os.environ["AXE_CORE_JS"]) if os.environ.get("AXE_CORE_JS") else Axe()
 
 WATCH_ANNOUNCEMENTS = """() => {
     const region = document.getElementById('announcer');
@@ -211,3 +214,16 @@ def test_retry_goes_to_the_new_batchs_page(
         page.go_back()
         page.wait_for_url(f"{live_server.url}/batches/{first.pk}/")
         expect(page.get_by_role("heading", level=1)).to_contain_text(f"(batch #{first.pk})")
+
+
+def test_error_pages_have_no_axe_violations_and_a_way_back(browser: Browser, live_server, make_user):
+    make_user("alice")
+    page = browser.new_context().new_page()
+    log_in(page, live_server.url, "alice")
+    for url in ("/batches/999/", "/events/999/"):
+        response = page.goto(live_server.url + url)
+        assert response.status == 404
+        found = [(v["id"], v["impact"]) for v in AXE.run(page).response["violations"]]
+        assert found == [], f"axe on {url}: {found}"
+        page.get_by_role("link", name="Back to the events").click()
+        page.wait_for_url(f"{live_server.url}/")
