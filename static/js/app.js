@@ -181,7 +181,8 @@ function problemFrom(xhr, poll) {
 }
 function showProblem(slot, node, fromPoll) {
   var text = node.textContent.trim();
-  if (slot.getAttribute("data-said") === text) return;  // said already: the same failure again
+  // A poll failing again the same way is no news; a click that fails again is said again.
+  if (fromPoll && slot.getAttribute("data-said") === text) return;
   slot.replaceChildren(node);
   slot.setAttribute("data-said", text);
   slot.setAttribute("data-from", fromPoll ? "poll" : "action");
