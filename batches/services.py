@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import recovery, state
@@ -27,6 +29,12 @@ User = AbstractBaseUser | AnonymousUser
 
 # Each round either finds the active batch or creates one; a lost race costs one more round.
 _GUARD_ROUNDS = 5
+# A deadlock or serialization failure the database still reports is retried this often, after a
+# short random pause that grows each time (so that the transactions it chose between part ways).
+_CONFLICT_RETRIES = 8
+_CONFLICT_PAUSE_SECONDS = 0.02
+# SQLSTATEs of a transaction the database rolled back to break a conflict: safe to run again.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
 @dataclass(frozen=True)
@@ -116,14 +124,32 @@ def _describe(exc: ValidationError) -> str:
 
 def _guarded_start(op: Operation, params: dict[str, Any], user: User, retry_of: Batch | None) -> StartResult:
     scope_key = op.scope(params)
-    for _ in range(_GUARD_ROUNDS):
+    races = conflicts = 0
+    # Inside a caller's transaction a retry would run under the locks that caused the conflict.
+    outer_transaction = connection.in_atomic_block
+    while True:
         try:
             return _start_or_join(op, scope_key, params, user, retry_of)
         except IntegrityError:
             # Another start inserted between our look and our insert; the partial unique
             # constraint refused ours. Look again: we will find theirs.
+            races += 1
+            if races >= _GUARD_ROUNDS:
+                raise RuntimeError(f"Could not start or find a batch for {op.name} on {scope_key}.") from None
             logger.info("Start of %s on %s lost a race; joining the winner.", op.name, scope_key)
-    raise RuntimeError(f"Could not start or find a batch for {op.name} on {scope_key}.")
+        except OperationalError as exc:
+            # The whole transaction was rolled back, so running it again is safe: a person who
+            # clicks Start while others do must get the batch, never an error page.
+            conflicts += 1
+            if _sqlstate(exc) not in _RETRYABLE_SQLSTATES or conflicts > _CONFLICT_RETRIES or outer_transaction:
+                raise
+            logger.warning("Start of %s on %s: %s; trying again.", op.name, scope_key, str(exc).splitlines()[0])
+            time.sleep(random.uniform(0.5, 1.5) * _CONFLICT_PAUSE_SECONDS * conflicts)
+
+
+def _sqlstate(exc: OperationalError) -> str | None:
+    cause = exc.__cause__
+    return getattr(cause, "pgcode", None) or getattr(getattr(cause, "diag", None), "sqlstate", None)
 
 
 def _start_or_join(
@@ -133,8 +159,13 @@ def _start_or_join(
         if user.is_authenticated:
             # One start of a user at a time (SQLite's BEGIN IMMEDIATE already serialises them
             # all), so that the limits below count every batch the user's other starts created.
-            # Taken first, before any batch row: always the same lock order.
-            get_user_model()._default_manager.select_for_update().filter(pk=user.pk).values_list("pk").first()
+            # Taken first, before any batch row: always the same lock order. FOR NO KEY UPDATE,
+            # not FOR UPDATE: it must not conflict with the FOR KEY SHARE that every insert or
+            # update naming the user takes (a batch's created_by or cancelled_by, a token, an
+            # Idempotency-Key), or a transaction holding a batch row could wait on it and we on them.
+            users = get_user_model()._default_manager.filter(pk=user.pk)
+            no_key = connection.features.has_select_for_no_key_update
+            users.select_for_update(no_key=no_key).values_list("pk").first()
         active = (
             Batch.objects.active()
             .select_for_update(of=("self",))

@@ -4,10 +4,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 
 from batches.models import Batch, BatchStatus
-from batches.services import start_batch
+from batches.services import StartResult, start_batch
+from tests.support import wait_until
 
 PARALLEL_STARTS = 50
 
@@ -72,3 +74,50 @@ def test_the_database_refuses_a_second_active_batch_even_past_the_service():
     Batch.objects.create(operation="op", scope_key="s", status=BatchStatus.FINISHED)
     with pytest.raises(IntegrityError), transaction.atomic():
         Batch.objects.create(operation="op", scope_key="s", status=BatchStatus.QUEUED)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deadlock_the_database_reports_is_retried_inside_the_guard(make_event, make_user, caplog):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: it has no deadlocks to report")
+    event, alice = make_event(tickets=1), make_user("alice")
+    active = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+    holding, start_waits = threading.Event(), threading.Event()
+
+    def waiting_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] > 0
+
+    def hold_the_batch_then_lock_its_user() -> None:
+        # Whatever holds the scope's batch row and then wants the user row closes a cycle with
+        # a start, which holds the user row and wants the batch row.
+        try:
+            with transaction.atomic():
+                Batch.objects.select_for_update().filter(pk=active.pk).first()
+                holding.set()
+                start_waits.wait(timeout=30)
+                get_user_model().objects.select_for_update().filter(pk=alice.pk).first()
+        finally:
+            connection.close()
+
+    def start() -> StartResult:
+        try:
+            holding.wait(timeout=30)
+            return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder = pool.submit(hold_the_batch_then_lock_its_user)
+        started = pool.submit(start)
+        wait_until(waiting_on_a_lock, timeout=30, what="the start to wait on the batch row")
+        start_waits.set()
+        result = started.result(timeout=60)
+        holder.result(timeout=60)
+
+    assert result.batch.pk == active.pk and not result.created
+    assert any("deadlock detected" in record.getMessage() for record in caplog.records), "no deadlock happened"
+    assert Batch.objects.count() == 1
