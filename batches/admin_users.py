@@ -1,9 +1,12 @@
-"""Django's user admin, without its way up: only a superuser grants rights or touches a superuser.
+"""Django's user admin, without its way up: only a superuser grants rights or touches a staff account.
 
 Out of the box, a staff user who may change users can make themselves superuser, give themselves
-any permission, or set a superuser's password. Here such a user manages ordinary accounts only:
-the privilege fields are read-only to them, and superusers are out of their reach (Django then
-answers 403 on their pages, password page included)."""
+any permission, or set another staff member's password and sign in as them (their batches, their
+rights). Here such a user manages ordinary (non-staff) accounts only: the privilege fields are
+read-only to them, and every staff account, their own included, is out of their reach: Django
+then answers 403 on its change, password and delete pages, and refuses a bulk delete that
+includes one. They change their own password through the normal form, which asks for the old one.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ class GuardedUserAdmin(UserAdmin):
         return super().has_change_permission(request, obj) and self._within_reach(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Also asked for each account a bulk delete would remove (Django's delete_selected).
         return super().has_delete_permission(request, obj) and self._within_reach(request, obj)
 
     @staticmethod
     def _within_reach(request: HttpRequest, obj: Any) -> bool:
-        return obj is None or request.user.is_superuser or not obj.is_superuser
+        return obj is None or request.user.is_superuser or not (obj.is_staff or obj.is_superuser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
@@ -16,6 +17,7 @@ TOKEN_ADD = reverse("admin:batches_apitoken_add")
 TOKEN_LIST = reverse("admin:batches_apitoken_changelist")
 BATCH_LIST = reverse("admin:batches_batch_changelist")
 FAILURE_LIST = reverse("admin:batches_itemfailure_changelist")
+USER_LIST = reverse("admin:auth_user_changelist")
 SECRET = re.compile(r"bt_[A-Za-z0-9_-]{40,}")
 
 
@@ -197,29 +199,85 @@ def change_user_form(user) -> dict[str, object]:
     }
 
 
-def test_staff_who_may_change_users_cannot_give_themselves_rights(user_manager):
+def test_staff_who_may_change_users_cannot_give_rights_to_anyone_nor_touch_their_own_account(user_manager, make_user):
     manager, client = user_manager
-    url = reverse("admin:auth_user_change", args=[manager.pk])
+    clerk = make_user("clerk", may_reissue=False)
 
-    response = client.post(url, change_user_form(manager))
+    own = client.post(reverse("admin:auth_user_change", args=[manager.pk]), change_user_form(manager))
+    other = client.post(reverse("admin:auth_user_change", args=[clerk.pk]), change_user_form(clerk))
 
-    assert response.status_code == 302, response.content.decode()[:2000]
-    manager.refresh_from_db()
-    assert not manager.is_superuser
+    assert own.status_code == 403
+    assert other.status_code == 302, other.content.decode()[:2000]
+    for user in (manager, clerk):
+        user.refresh_from_db()
+        assert not user.is_superuser
+    assert not clerk.is_staff and not clerk.user_permissions.exists()
     granted = set(manager.user_permissions.values_list("codename", flat=True))
     assert granted == {"view_user", "change_user", "delete_user"}
 
 
-def test_staff_who_may_change_users_cannot_touch_a_superuser(user_manager, root):
+@pytest.mark.parametrize("target", ["root", "staff"])
+def test_staff_who_may_change_users_cannot_take_over_or_delete_another_staff_account(
+    user_manager, root, make_user, target
+):
     _, client = user_manager
-    change = client.post(reverse("admin:auth_user_change", args=[root.pk]), change_user_form(root))
+    victim = root if target == "root" else make_user("colleague", is_staff=True)
+    change = client.post(reverse("admin:auth_user_change", args=[victim.pk]), change_user_form(victim))
     password = {"password1": "Taken-0ver-now", "password2": "Taken-0ver-now"}
-    take_over = client.post(reverse("admin:auth_user_password_change", args=[root.pk]), password)
-    delete = client.post(reverse("admin:auth_user_delete", args=[root.pk]), {"post": "yes"})
+    take_over = client.post(reverse("admin:auth_user_password_change", args=[victim.pk]), password)
+    delete = client.post(reverse("admin:auth_user_delete", args=[victim.pk]), {"post": "yes"})
 
     assert (change.status_code, take_over.status_code, delete.status_code) == (403, 403, 403)
-    root.refresh_from_db()
-    assert root.check_password("pw-root") and root.is_superuser
+    victim.refresh_from_db()
+    assert victim.check_password(f"pw-{victim.username}") and victim.is_staff
+
+
+def test_a_bulk_delete_that_includes_a_staff_account_is_refused_whole(user_manager, make_user):
+    _, client = user_manager
+    clerk, colleague = make_user("clerk", may_reissue=False), make_user("colleague", is_staff=True)
+    users = get_user_model().objects
+
+    response = client.post(
+        USER_LIST, {"action": "delete_selected", "_selected_action": [clerk.pk, colleague.pk], "post": "yes"}
+    )
+
+    assert response.status_code == 403
+    assert users.filter(pk__in=[clerk.pk, colleague.pk]).count() == 2
+
+    response = client.post(USER_LIST, {"action": "delete_selected", "_selected_action": [clerk.pk], "post": "yes"})
+    assert response.status_code == 302
+    assert not users.filter(pk=clerk.pk).exists() and users.filter(pk=colleague.pk).exists()
+
+
+def test_staff_who_may_change_users_manage_ordinary_accounts_and_their_own_password(user_manager, make_user):
+    manager, client = user_manager
+    clerk = make_user("clerk", may_reissue=False)
+    new = {"password1": "Fresh-start-42", "password2": "Fresh-start-42"}
+
+    reset = client.post(reverse("admin:auth_user_password_change", args=[clerk.pk]), new)
+    own = client.post(
+        reverse("admin:password_change"),
+        {"old_password": "pw-manager", "new_password1": "Mine-and-only-7", "new_password2": "Mine-and-only-7"},
+    )
+
+    assert (reset.status_code, own.status_code) == (302, 302)
+    clerk.refresh_from_db()
+    manager.refresh_from_db()
+    assert clerk.check_password("Fresh-start-42") and manager.check_password("Mine-and-only-7")
+
+
+def test_a_superuser_manages_staff_accounts(root, make_user):
+    colleague = make_user("colleague", is_staff=True)
+    client = Client()
+    client.force_login(root)
+    new = {"password1": "Reset-by-root-9", "password2": "Reset-by-root-9"}
+
+    assert client.post(reverse("admin:auth_user_password_change", args=[colleague.pk]), new).status_code == 302
+    colleague.refresh_from_db()
+    assert colleague.check_password("Reset-by-root-9")
+    response = client.post(USER_LIST, {"action": "delete_selected", "_selected_action": [colleague.pk], "post": "yes"})
+    assert response.status_code == 302
+    assert not get_user_model().objects.filter(pk=colleague.pk).exists()
 
 
 def test_a_superuser_still_grants_rights(root, make_user):
