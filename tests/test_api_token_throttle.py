@@ -1,7 +1,9 @@
 """Repeated unknown API tokens from one address: 429 + Retry-After, counted across processes."""
 
+import threading
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.message import Message
 from pathlib import Path
@@ -92,3 +94,21 @@ def test_the_count_holds_across_web_server_processes(tmp_path: Path):
         status, headers = get_status(f"{base}/api/batches", "bt_guess")
     assert statuses == [401] * LIMIT + [429] * LIMIT
     assert status == 429 and int(headers["Retry-After"]) > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_bad_tokens_from_a_fresh_address_gets_no_more_lookups_than_the_allowance(tmp_path: Path):
+    burst, limit = 60, 20
+    barrier = threading.Barrier(burst)
+
+    def one(n: int) -> int:
+        barrier.wait()
+        return get_status(f"{base}/api/batches", f"bt_guess{n}")[0]
+
+    server = web_server(tmp_path / "web.log", workers=2, threads=16, API_BAD_TOKEN_LIMIT=str(limit))
+    with server as base, ThreadPoolExecutor(max_workers=burst) as pool:
+        statuses = list(pool.map(one, range(burst)))
+
+    # A 401 is a token looked up and found unknown; a 429 was refused before any lookup.
+    assert sorted(statuses) == [401] * limit + [429] * (burst - limit), statuses
+    assert FailureWindow.objects.get().failures == limit

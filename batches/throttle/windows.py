@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import FailureWindow
@@ -40,3 +43,23 @@ def seconds_locked(kind: str, client: str, *, limit: int, window: timedelta) -> 
     if started_at is None:
         return None
     return max(1, math.ceil((started_at + window - now).total_seconds()))
+
+
+@contextmanager
+def one_at_a_time(kind: str, client: str) -> Iterator[None]:
+    """A transaction in which `client` is the only one of its kind: what is checked, looked up
+    and counted inside cannot race with the client's other requests, in any process.
+
+    Postgres: a transaction-level advisory lock on the pair (no row, no write). SQLite: its
+    BEGIN IMMEDIATE (settings) already lets one writer in at a time.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            key = zlib.crc32(f"{kind}:{client}".encode())  # 32 bits: the two-key lock's second key
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, key - 2**31])
+        yield
+
+
+# The advisory locks' first key: the throttle's, apart from any other user of advisory locks.
+_LOCK_SPACE = 0x7468  # "th"
