@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django_dramatiq import admin as dramatiq_admin
 
 from . import recovery, selectors, workers
+from .admin_selection import CheckedSelection
 from .admin_users import GuardedUserAdmin
 from .api import tokens
 from .models import ApiToken, Batch, Chunk, ItemFailure, Worker
@@ -67,7 +68,7 @@ class VisibleOperationFilter(BatchOperationFilter):
 
 
 @admin.register(Batch)
-class BatchAdmin(ReadOnlyAdmin):
+class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
     actions = ["cancel", "retry_failed_items", "resume_stale"]
     list_display = [
         "id",
@@ -196,7 +197,7 @@ _SECRET_ATTR = "_secret_shown_once"
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(CheckedSelection):
     """Tokens for API clients: the secret is shown once, in the page that answers the creation.
 
     A user manages only their own tokens; only a superuser may see all or make one for someone else.

@@ -15,10 +15,12 @@ from typing import Any
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
+from .admin_selection import CheckedSelection
+
 PRIVILEGES = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 
-class GuardedUserAdmin(UserAdmin):
+class GuardedUserAdmin(CheckedSelection, UserAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         readonly = tuple(super().get_readonly_fields(request, obj))
         return readonly if request.user.is_superuser else readonly + PRIVILEGES

@@ -290,3 +290,30 @@ def test_a_superuser_still_grants_rights(root, make_user):
     assert response.status_code == 302
     someone.refresh_from_db()
     assert someone.is_superuser and someone.is_staff
+
+
+@pytest.mark.parametrize("forged", ["x", "99999999999999999999999"])
+@pytest.mark.parametrize(
+    "changelist,action",
+    [
+        (BATCH_LIST, "cancel"),
+        (BATCH_LIST, "retry_failed_items"),
+        (BATCH_LIST, "resume_stale"),
+        (TOKEN_LIST, "revoke"),
+        (USER_LIST, "delete_selected"),
+    ],
+)
+def test_an_action_on_a_forged_selection_says_so_and_does_nothing(root, alices_batch, changelist, action, forged):
+    client = Client()
+    client.force_login(root)
+    running = Batch.objects.create(operation="reissue_tickets", scope_key="event:running", status=BatchStatus.RUNNING)
+
+    response = client.post(changelist, {"action": action, "_selected_action": [str(running.pk), forged]}, follow=True)
+
+    assert response.status_code == 200
+    assert (
+        "Nothing was done: the selection holds something that is not an item of this list." in response.content.decode()
+    )
+    running.refresh_from_db()
+    assert running.status == BatchStatus.RUNNING
+    assert get_user_model().objects.filter(pk=root.pk).exists()
