@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -147,10 +148,35 @@ def item_outcomes(batch: Batch, page_size: int = 2000) -> Iterator[tuple[str, st
     """(item key, "done" | "failed" | "skipped", error) for every item of a planned batch, in key
     order, read page by page so that a million items stream in constant memory.
 
+    When the batch's scope is gone (its event deleted, say), its items cannot be listed: then the
+    recorded failures, one row each, and a row (with an empty key) for each count of items done
+    and skipped, saying why they are not listed one by one.
+
     Raises UnknownOperation at once, before anything streams, when the batch's operation is no
     longer installed (its items cannot be listed without it).
     """
-    return _item_outcomes(batch, get_operation(batch.operation), page_size)
+    op = get_operation(batch.operation)
+    if _scope_gone(batch, op):
+        return _recorded_outcomes(batch)
+    return _item_outcomes(batch, op, page_size)
+
+
+def _scope_gone(batch: Batch, op: Operation) -> bool:
+    try:
+        op.clean_params(op.parse_params(batch.params))  # the operation's own check that its scope exists
+    except ValidationError:
+        return True
+    return False
+
+
+def _recorded_outcomes(batch: Batch) -> Iterator[tuple[str, str, str]]:
+    failures = ItemFailure.objects.filter(batch=batch).order_by("item_pk").values_list("item_key", "error")
+    for key, error in failures.iterator(chunk_size=2000):
+        yield key, "failed", error
+    why = f"not listed one by one: the batch's scope ({batch.scope_label or batch.scope_key}) no longer exists."
+    for outcome, count in (("done", batch.done_count), ("skipped", batch.skipped_count)):
+        if count:
+            yield "", outcome, f"{count} item{'s' if count != 1 else ''} {outcome}; {why}"
 
 
 def _item_outcomes(batch: Batch, op: Operation, page_size: int) -> Iterator[tuple[str, str, str]]:

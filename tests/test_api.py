@@ -248,6 +248,25 @@ def test_failures_and_the_csv_report(api, event, settings):
     assert outcomes.count("done") == 18 and outcomes.count("failed") == 2
 
 
+def test_the_report_of_a_batch_whose_scope_was_deleted_gives_its_failures_and_counts(api, event, settings):
+    settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 7
+    batch_id = start(api, event).json()["id"]
+    for chunk_id in engine.plan(batch_id):
+        engine.run_chunk(chunk_id, budget_seconds=600)
+    failed = sorted(ItemFailure.objects.filter(batch_id=batch_id).values_list("item_key", flat=True))
+    event.delete()  # its tickets with it
+
+    response = api.get(f"/api/batches/{batch_id}/report.csv")
+
+    assert response.status_code == 200
+    rows = list(csv.reader(b"".join(response.streaming_content).decode().splitlines()))
+    assert rows[0] == ["item_key", "outcome", "error"]
+    assert [(key, outcome) for key, outcome, _ in rows[1:3]] == [(key, "failed") for key in failed]
+    assert all("blocked by the venue" in error for _, _, error in rows[1:3])
+    assert rows[3][:2] == ["", "done"] and rows[3][2].startswith("18 items done;") and "Gala" in rows[3][2]
+    assert len(rows) == 4
+
+
 def test_the_report_counts_what_a_cancel_left_as_skipped(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.BATCHES_CHECKPOINT_SECONDS = 0, 0.0
     batch_id = start(api, event).json()["id"]
