@@ -111,8 +111,22 @@ def test_users_who_may_not_act_get_404_for_starts_and_for_others_batches(client,
     assert client.post(START_URL, {"event_id": event.pk}).status_code == 404
     for url in [f"/batches/{batch.pk}/", f"/batches/{batch.pk}/progress/", f"/batches/{batch.pk}/failures/"]:
         assert client.get(url).status_code == 404
-    assert "You may not reissue" in client.get(f"/events/{event.pk}/").content.decode()
     assert Batch.objects.count() == 1
+
+
+def test_users_without_the_demos_permission_see_no_event_ticket_or_code(client, alice_client, event, make_user):
+    event.tickets.filter(number=1).update(code="secret-code-42")
+    pages = [f"/events/{event.pk}/", f"/events/{event.pk}/tickets/"]
+    for url in pages:  # those with the permission read the codes
+        assert "secret-code-42" in alice_client.get(url).content.decode()
+    assert event.name in alice_client.get("/").content.decode()
+
+    client.force_login(make_user("mallory", may_reissue=False))
+    listing = client.get("/").content.decode()
+    assert event.name not in listing and "You may not see the events" in listing
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 404 and "secret-code-42" not in response.content.decode()
 
 
 def test_a_colleague_who_may_act_on_the_scope_sees_the_batch_from_the_event_page(alice_client, event, make_user):
