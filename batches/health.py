@@ -4,8 +4,13 @@ Both are answered by `HealthEndpoints`, first in MIDDLEWARE: anonymous, no sessi
 host check (an orchestrator probes by address), no HTTPS redirect and no throttle. /readyz checks
 Postgres (one round trip), that every migration is applied (once it is, the answer is kept for
 the life of the process: code that brings new migrations comes with a new process), and the
-broker (a ping on Redis, a connection opened and closed on RabbitMQ). A failure answers 503 and
-names what failed; nothing secret (URLs, passwords) is in the body.
+broker (a ping on Redis over one kept connection, a connection opened and closed on RabbitMQ).
+
+Cheap for anyone to call: a process runs the checks at most once every READY_RESULT_SECONDS,
+one caller at a time, and every probe meanwhile gets that answer. A failure answers 503. Only
+the addresses (and token) that may read /metrics (batches/metrics.py) learn which dependency
+failed and how; anyone else gets `{"status": "ok"}` or `{"status": "unavailable"}`. Nothing
+secret (URLs, passwords) is in either body.
 
 `manage.py batches health` runs the same checks from a shell; `--worker` checks this host's
 worker heartbeat in the registry (docker-compose.yml's worker healthcheck).
@@ -13,8 +18,11 @@ worker heartbeat in the registry (docker-compose.yml's worker healthcheck).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -28,8 +36,12 @@ from .models import Worker
 from .workers import HOST, silence
 
 BROKER_TIMEOUT_SECONDS = 2.0
+READY_RESULT_SECONDS = 1.0
 
 _migrations_applied = False
+_redis_clients: dict[str, Any] = {}  # REDIS_URL -> a client whose pool keeps its connection
+_ready_lock = threading.Lock()
+_ready_result: tuple[float, tuple[object, ...], list[Check]] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,26 +76,31 @@ def check_migrations() -> Check:
 
 
 def forget_migrations_check() -> None:
-    """Check the migrations again at the next probe (for tests)."""
-    global _migrations_applied
+    """Check the migrations, and everything else, again at the next probe (for tests)."""
+    global _migrations_applied, _ready_result
     _migrations_applied = False
+    _ready_result = None
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+
+    client = _redis_clients.get(url)
+    if client is None:
+        client = _redis_clients.setdefault(
+            url,
+            redis.Redis.from_url(
+                url, socket_connect_timeout=BROKER_TIMEOUT_SECONDS, socket_timeout=BROKER_TIMEOUT_SECONDS
+            ),
+        )
+    return client
 
 
 def check_broker() -> Check:
     kind = settings.BROKER_KIND
     try:
         if kind == "redis":
-            import redis
-
-            client = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_connect_timeout=BROKER_TIMEOUT_SECONDS,
-                socket_timeout=BROKER_TIMEOUT_SECONDS,
-            )
-            try:
-                client.ping()
-            finally:
-                client.close()
+            _redis_client(settings.REDIS_URL).ping()  # a broken connection is dropped from the pool
         elif kind == "rabbitmq":
             import pika
 
@@ -107,14 +124,26 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok"})
 
 
+def recent_readiness() -> list[Check]:
+    """readiness(), run at most once every READY_RESULT_SECONDS by one caller at a time."""
+    global _ready_result
+    against = (settings.BROKER_KIND, settings.REDIS_URL, settings.BROKER_URL, connection.settings_dict["NAME"])
+    with _ready_lock:
+        if _ready_result is not None:
+            at, key, checks = _ready_result
+            if key == against and time.monotonic() - at < READY_RESULT_SECONDS:
+                return checks
+        checks = readiness()
+        _ready_result = (time.monotonic(), against, checks)
+        return checks
+
+
 def readyz(request: HttpRequest) -> HttpResponse:
-    checks = readiness()
+    checks = recent_readiness()
     failed = [check.name for check in checks if check.ok is False]
-    body = {
-        "status": "unavailable" if failed else "ok",
-        "failed": failed,
-        "checks": {check.name: check.detail for check in checks},
-    }
+    body: dict[str, object] = {"status": "unavailable" if failed else "ok"}
+    if metrics.may_scrape(request):
+        body |= {"failed": failed, "checks": {check.name: check.detail for check in checks}}
     return JsonResponse(body, status=503 if failed else 200)
 
 

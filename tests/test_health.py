@@ -86,6 +86,46 @@ def test_readyz_names_a_migration_not_applied(client):
     assert "batches.0003_worker_registry_and_fair_shares" in body["checks"]["migrations"]
 
 
+def test_readyz_tells_only_the_metrics_allow_list_what_failed(client, settings):
+    stranger = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/readyz", **stranger).json() == {"status": "ok"}
+
+    health.forget_migrations_check()
+    settings.BROKER_KIND, settings.REDIS_URL = "redis", f"redis://127.0.0.1:{free_port()}/0"
+    settings.METRICS_TOKEN = "scraper-token"
+    refused = client.get("/readyz", **stranger)
+    assert refused.status_code == 503 and refused.json() == {"status": "unavailable"}
+    for allowed in ({}, {**stranger, "HTTP_AUTHORIZATION": "Bearer scraper-token"}):
+        assert client.get("/readyz", **allowed).json()["failed"] == ["broker"]
+
+
+def test_readyz_answers_from_its_kept_result_however_many_ask(client, django_assert_num_queries, monkeypatch):
+    monkeypatch.setattr(health, "READY_RESULT_SECONDS", 3600)  # a slow machine must not make it expire
+    assert client.get("/readyz").status_code == 200
+    with django_assert_num_queries(0):
+        answers = [client.get("/readyz") for _ in range(20)]
+    assert {answer.status_code for answer in answers} == {200}
+
+
+def test_readyz_keeps_one_redis_connection_instead_of_opening_one_a_call(client, settings, monkeypatch):
+    if settings.BROKER_KIND != "redis":
+        pytest.skip("the tests' broker is not Redis")
+    import redis.connection
+
+    opened = []
+    connect = redis.connection.Connection._connect  # opens the socket
+
+    def counted(self):
+        opened.append(self)
+        return connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
+    for _ in range(50):
+        health.forget_migrations_check()  # no result kept: every call checks the broker
+        assert client.get("/readyz").status_code == 200
+    assert len(opened) <= 1
+
+
 def test_probes_take_get_only(client):
     assert client.post("/readyz").status_code == 405
 
