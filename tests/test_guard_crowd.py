@@ -68,7 +68,7 @@ def _send(request: urllib.request.Request) -> tuple[int, Message, str]:
         return error.code, error.headers, error.read().decode()
 
 
-def _start(base: str, caller: Caller, event_id: int) -> Answer:
+def _start(base: str, caller: Caller, event_id: int, round_: int) -> Answer:
     if caller.kind in ("html", "htmx"):
         body = f"event_id={event_id}&csrfmiddlewaretoken={caller.csrf}".encode()
         headers = {
@@ -86,7 +86,7 @@ def _start(base: str, caller: Caller, event_id: int) -> Answer:
     body = json.dumps({"operation": "reissue_tickets", "params": {"event_id": event_id}}).encode()
     headers = {"Authorization": f"Bearer {caller.token}", "Content-Type": "application/json"}
     if caller.kind == "api-shared-key":
-        headers["Idempotency-Key"] = f'"crowd-{event_id}"'
+        headers["Idempotency-Key"] = f'"crowd-{round_}"'  # a new request each round, not a replay
     for _ in range(600):
         status, _, text = _send(urllib.request.Request(base + "/api/batches", body, headers, method="POST"))
         payload = json.loads(text) if text.startswith("{") else {"text": text}
@@ -98,12 +98,12 @@ def _start(base: str, caller: Caller, event_id: int) -> Answer:
     return Answer(caller.kind, status, batch_id)
 
 
-def _crowd(base: str, callers: list[Caller], event_id: int) -> list[Answer]:
+def _crowd(base: str, callers: list[Caller], event_id: int, round_: int) -> list[Answer]:
     barrier = threading.Barrier(len(callers))
 
     def one(caller: Caller) -> Answer:
         barrier.wait()
-        return _start(base, caller, event_id)
+        return _start(base, caller, event_id, round_)
 
     with ThreadPoolExecutor(max_workers=len(callers)) as pool:
         return list(pool.map(one, callers))
@@ -141,7 +141,7 @@ def test_a_crowd_of_starts_on_one_scope_while_a_worker_runs_the_same_users_batch
     with web_server(tmp_path / "web.log", workers=2, threads=16, **LIMITS) as base:
         for round_ in (1, 2):
             before = set(Batch.objects.values_list("pk", flat=True))
-            answers = _crowd(base, callers, crowd_event.pk)
+            answers = _crowd(base, callers, crowd_event.pk, round_)
 
             new = Batch.objects.exclude(pk__in=before)
             assert new.count() == 1, f"round {round_}: {list(new.values('pk', 'created_by__username'))}"
