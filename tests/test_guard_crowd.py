@@ -28,8 +28,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STARTS = 200
 USERS = ("alice", "bob", "carol", "dave")
 KINDS = ("html", "htmx", "api", "api-shared-key")
-# The per-user limits pinned, well above what the test asks of them: each user holds one busy
-# batch and creates at most one batch a round, so a refusal (429) would be the guard's fault.
+# The server's per-user limits pinned (to their defaults), well above what the test asks of them:
+# each user holds one busy batch and creates at most one batch a round, so a refusal (429) would be
+# the guard's fault. The API has no other throttle that good tokens meet (only unknown tokens are
+# counted), and the sessions are made directly (no login, so the login throttle is not involved).
 LIMITS = {"BATCHES_MAX_ACTIVE_PER_USER": "10", "BATCHES_STARTS_PER_MINUTE": "20"}
 # Items slow enough that every batch is still running when the crowd has been answered.
 WORKER_ENV = {"DEMO_ITEM_DELAY_MS": "20"}
