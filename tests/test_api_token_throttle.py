@@ -105,7 +105,7 @@ def test_a_burst_of_bad_tokens_from_a_fresh_address_gets_no_more_lookups_than_th
         barrier.wait()
         return get_status(f"{base}/api/batches", f"bt_guess{n}")[0]
 
-    server = web_server(tmp_path / "web.log", workers=2, threads=16, API_BAD_TOKEN_LIMIT=str(limit))
+    server = web_server(tmp_path / "web.log", API_BAD_TOKEN_LIMIT=str(limit))
     with server as base, ThreadPoolExecutor(max_workers=burst) as pool:
         statuses = list(pool.map(one, range(burst)))
 

@@ -140,7 +140,7 @@ def test_a_crowd_of_starts_on_one_scope_while_a_worker_runs_the_same_users_batch
         what="the worker to run every user's busy batch",
     )
 
-    with web_server(tmp_path / "web.log", workers=2, threads=16, **LIMITS) as base:
+    with web_server(tmp_path / "web.log", **LIMITS) as base:  # the production sizing: 2 processes x 8 threads
         for round_ in (1, 2):
             before = set(Batch.objects.values_list("pk", flat=True))
             answers = _crowd(base, callers, crowd_event.pk, round_)
