@@ -7,6 +7,7 @@ gives them, and API tokens only their own; only a superuser sees all and may mak
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
@@ -70,6 +71,7 @@ class VisibleOperationFilter(BatchOperationFilter):
 @admin.register(Batch)
 class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
     actions = ["cancel", "retry_failed_items", "resume_stale"]
+    cancel_confirmation_template = "admin/batches/batch/cancel_selected_confirmation.html"
     list_display = [
         "id",
         "operation_label",
@@ -118,7 +120,11 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
 
     # The actions get only visible batches and go through the same services as the web UI.
     @admin.action(description="Cancel selected batches")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> TemplateResponse | None:
+        """Asks first, on a page of its own (as Django's delete action does); cancels once that
+        page's form comes back with `post=yes`."""
+        if request.POST.get("post") != "yes":
+            return self._confirm_cancel(request, queryset)
         ended = 0
         for batch in queryset.active():
             try:
@@ -126,6 +132,24 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
             except Batch.DoesNotExist:
                 continue
         self.message_user(request, f"Cancelled {ended} batch(es).", messages.SUCCESS)
+
+    def _confirm_cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> TemplateResponse | None:
+        active = list(queryset.active())
+        if not active:
+            self.message_user(request, "None of the selected batches is running: nothing to cancel.", messages.INFO)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cancel these batches?",
+            "subtitle": None,
+            "opts": self.opts,
+            "batches": [(batch, selectors.progress(batch)) for batch in active],
+            "left_alone": queryset.count() - len(active),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.cancel_confirmation_template, context)
 
     @admin.action(description="Retry the failed items of selected batches")
     def retry_failed_items(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
@@ -260,8 +284,7 @@ class WorkerAdmin(ReadOnlyAdmin):
     """The worker processes: alive or gone, and what each is running now."""
 
     list_display = [
-        "id", "host", "pid", "threads", "alive", "started_at", "heartbeat_at", "running_now", "items_per_second",
-        "gone_reason",
+        "id", "host", "pid", "threads", "alive", "started_at", "heartbeat_at", "running_now", "rate", "gone_reason",
     ]  # fmt: skip
     list_filter = [("gone_at", admin.EmptyFieldListFilter), "host"]
     search_fields = ["host", "=pid"]
@@ -275,6 +298,10 @@ class WorkerAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="alive")
     def alive(self, worker: Worker) -> bool:
         return workers.is_alive(worker, timezone.now())
+
+    @admin.display(description="items per second", ordering="items_per_second")
+    def rate(self, worker: Worker) -> str:
+        return f"{worker.items_per_second:,.1f}"
 
     @admin.display(description="running now")
     def running_now(self, worker: Worker) -> str:

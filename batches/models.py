@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .operations import label_of
+
 
 class BatchStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -92,7 +94,8 @@ class Batch(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.operation} on {self.scope_label or self.scope_key} (#{self.pk})"
+        # As the app names it (the admin titles its pages with this): "Reissue tickets: Gala (#3)".
+        return f"{label_of(self.operation)}: {self.scope_label or self.scope_key} (#{self.pk})"
 
     @property
     def is_active(self) -> bool:

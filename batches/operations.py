@@ -289,5 +289,13 @@ def get_operation(name: str) -> Operation:
         raise UnknownOperation(name) from None
 
 
+def label_of(name: str) -> str:
+    """The operation's label for people, also for batches of one no longer installed."""
+    try:
+        return get_operation(name).label
+    except UnknownOperation:
+        return f"{name} (no longer installed)"
+
+
 def all_operations() -> list[Operation]:
     return sorted(_registry.values(), key=lambda op: op.name)

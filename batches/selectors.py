@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from .items import batch_items
 from .models import Batch, ItemFailure
-from .operations import Operation, UnknownOperation, all_operations, get_operation
+from .operations import Operation, UnknownOperation, all_operations, get_operation, label_of
 from .status import with_liveness
 
 
@@ -64,9 +64,22 @@ def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
     return batches.filter(Q(created_by=user) | Q(operation__in=everything))
 
 
-def history(user: AbstractBaseUser | AnonymousUser, *, status: str = "", operation: str = "") -> QuerySet[Batch]:
-    """The batches `user` may see, newest first, optionally of one status and one operation."""
+def sees_others_batches(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether `user` may see batches other people started (a superuser, or an operation that
+    shows them all its batches): their list is "Batches", with a filter for their own."""
+    if not user.is_authenticated:
+        return False
+    return bool(user.is_superuser) or any(op.may_see_all(user) for op in all_operations())
+
+
+def history(
+    user: AbstractBaseUser | AnonymousUser, *, status: str = "", operation: str = "", mine: bool = False
+) -> QuerySet[Batch]:
+    """The batches `user` may see, newest first, optionally of one status and one operation, and
+    only those they started (`mine`)."""
     batches = visible_batches(user)
+    if mine:
+        batches = batches.filter(created_by=user)
     if status:
         batches = batches.filter(status=status)
     if operation:
@@ -81,10 +94,7 @@ def visible_operations(user: AbstractBaseUser | AnonymousUser) -> list[tuple[str
 
 
 def operation_label(name: str) -> str:
-    try:
-        return get_operation(name).label
-    except UnknownOperation:
-        return f"{name} (no longer installed)"
+    return label_of(name)
 
 
 def latest_batch(operation: str, scope_key: str) -> Batch | None:

@@ -1,5 +1,7 @@
 """Operators review batches in the admin: read-only, filterable, with failed items."""
 
+import re
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -31,9 +33,51 @@ def test_the_batch_page_shows_its_failed_items_and_cannot_be_edited(admin_client
     assert failures.status_code == 200 and "Seat 7 is blocked by the venue." in failures.content.decode()
 
 
-def run_action(admin_client, action: str, *batches: Batch):
+def run_action(admin_client, action: str, *batches: Batch, **extra: str):
     url = reverse("admin:batches_batch_changelist")
-    return admin_client.post(url, {"action": action, "_selected_action": [b.pk for b in batches]}, follow=True)
+    data = {"action": action, "_selected_action": [b.pk for b in batches], **extra}
+    return admin_client.post(url, data, follow=True)
+
+
+def test_the_cancel_action_asks_first_and_cancels_only_once_confirmed(admin_client, batch):
+    running = [
+        Batch.objects.create(
+            operation="reissue_tickets", scope_key=f"event:r{n}", scope_label=f"Run {n}", status=BatchStatus.RUNNING
+        )
+        for n in range(2)
+    ]
+
+    asked = run_action(admin_client, "cancel", *running, batch)
+    page = asked.content.decode()
+    assert asked.status_code == 200 and "cancel_selected_confirmation.html" in asked.templates[0].name
+    assert "Stop these 2 runs?" in page and "Reissue tickets: Run 0" in page and "Reissue tickets: Run 1" in page
+    assert "1 of the selected batches has already ended" in page
+    assert 'class="button cancel-link">No, keep them running</a>' in page
+    assert Batch.objects.filter(pk__in=[b.pk for b in running], status=BatchStatus.RUNNING).count() == 2
+    # The page's own form: what it posts back is what confirms.
+    confirm = dict(re.findall(r'<input type="hidden" name="(action|post)" value="([^"]+)">', page))
+    selected = re.findall(r'<input type="hidden" name="_selected_action" value="(\d+)">', page)
+    assert confirm == {"action": "cancel", "post": "yes"} and sorted(map(int, selected)) == [b.pk for b in running]
+
+    done = run_action(admin_client, confirm["action"], *running, post=confirm["post"]).content.decode()
+    assert "Cancelled 2 batch(es)." in done
+    assert Batch.objects.filter(pk__in=[b.pk for b in running], status=BatchStatus.CANCELLED).count() == 2
+
+
+def test_the_cancel_action_over_ended_batches_only_says_so(admin_client, batch):
+    page = run_action(admin_client, "cancel", batch).content.decode()
+    assert "None of the selected batches is running: nothing to cancel." in page
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.FINISHED
+
+
+def test_the_admin_names_batches_by_their_operation_label_and_rounds_worker_rates(admin_client, batch):
+    page = admin_client.get(reverse("admin:batches_batch_change", args=[batch.pk])).content.decode()
+    assert f"Reissue tickets: Gala (#{batch.pk})" in page and "reissue_tickets on" not in page
+    now = timezone.now()
+    Worker.objects.create(host="w", pid=1, threads=2, started_at=now, heartbeat_at=now, items_per_second=7.98266930896)
+    workers = admin_client.get(reverse("admin:batches_worker_changelist")).content.decode()
+    assert '<td class="field-rate">8.0</td>' in workers and "7.98" not in workers
 
 
 def test_admin_actions_cancel_retry_and_resume(admin_client, batch, make_user):
@@ -45,7 +89,7 @@ def test_admin_actions_cancel_retry_and_resume(admin_client, batch, make_user):
         lease_expires_at="2020-01-01T00:00Z",
     )
 
-    page = run_action(admin_client, "cancel", running).content.decode()
+    page = run_action(admin_client, "cancel", running, post="yes").content.decode()
     assert "Cancelled 1 batch(es)." in page
     running.refresh_from_db()
     assert running.status == BatchStatus.CANCELLED
