@@ -343,18 +343,24 @@ def batch_failures(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    """The batches the user may see, newest first, filtered by status and operation, paginated."""
+    """The batches the user may see, newest first, filtered by status, operation and (for those who
+    may see others' batches) who started them, paginated."""
     status = request.GET.get("status", "")
     operation = request.GET.get("operation", "")
-    batches = selectors.history(request.user, status=status, operation=operation)
+    sees_others = selectors.sees_others_batches(request.user)
+    mine = sees_others and request.GET.get("mine") == "1"
+    batches = selectors.history(request.user, status=status, operation=operation, mine=mine)
     page = Paginator(batches, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [(batch, selectors.progress(batch), _operation_of(batch)) for batch in page.object_list]
-    filters = {name: value for name, value in (("status", status), ("operation", operation)) if value}
+    chosen = (("status", status), ("operation", operation), ("mine", "1" if mine else ""))
+    filters = {name: value for name, value in chosen if value}
     context = {
         "page": page,
         "rows": rows,
         "status": status,
         "operation": operation,
+        "sees_others": sees_others,
+        "mine": mine,
         "statuses": Batch._meta.get_field("status").choices,
         "operations": selectors.visible_operations(request.user),
         "filter_query": urlencode(filters),

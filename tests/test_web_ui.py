@@ -120,7 +120,7 @@ def test_the_batch_page_links_its_event_its_history_and_its_report(alice_client,
     batch = make_batch(event, alice, done_count=20)
     html = alice_client.get(f"/batches/{batch.pk}/").content.decode()
     assert f'<a href="/events/{event.pk}/">← Gala</a>' in html
-    assert '<a href="/batches/">Your batches</a>' in html
+    assert '<a href="/batches/">Batches</a>' in html
     assert f'href="/api/batches/{batch.pk}/report.csv" download' in html
     report = alice_client.get(f"/api/batches/{batch.pk}/report.csv")
     assert report.status_code == 200 and report["Content-Type"].startswith("text/csv")
@@ -190,6 +190,32 @@ def test_history_shows_visible_batches_newest_first_filtered_and_paginated(clien
     assert len(rows) == 10 and "Page 1 of" not in cancelled
     assert '<option value="reissue_tickets" selected>Reissue tickets</option>' in cancelled
     assert "No batches match these filters." in client.get("/batches/?operation=nothing").content.decode()
+
+
+def test_the_history_title_says_whose_batches_it_lists_and_filters_to_ones_own(client, make_user, make_event):
+    colleague, bob = make_user("colleague"), make_user("bob", may_reissue=False)
+    event = make_event(tickets=1, name="Gala")
+    theirs = make_batch(event, bob)
+    mine = make_batch(event, colleague, status=BatchStatus.CANCELLED)
+
+    def rows(html: str) -> list[int]:
+        return [int(pk) for pk in re.findall(r'<tr data-batch="(\d+)">', html)]
+
+    # colleague may reissue any event's tickets, so sees everyone's runs: "Batches", with who started each.
+    client.force_login(colleague)
+    everyone = client.get("/batches/").content.decode()
+    assert "<title>Batches</title>" in everyone and "<h1>Batches</h1>" in everyone and "Your batches" not in everyone
+    assert rows(everyone) == [mine.pk, theirs.pk] and "<td data-started-by>bob</td>" in everyone
+    assert '<input type="checkbox" name="mine" value="1"> Started by me' in everyone
+    own = client.get("/batches/?mine=1").content.decode()
+    assert rows(own) == [mine.pk] and '<input type="checkbox" name="mine" value="1" checked>' in own
+    assert rows(client.get("/batches/?mine=1&status=finished").content.decode()) == []
+
+    # bob sees only the runs he started: "Your batches", and no filter that could change nothing.
+    client.force_login(bob)
+    his = client.get("/batches/?mine=1").content.decode()
+    assert "<title>Your batches</title>" in his and "<h1>Your batches</h1>" in his
+    assert rows(his) == [theirs.pk] and 'name="mine"' not in his and "data-started-by" not in his
 
 
 def test_history_needs_a_login(client):
