@@ -128,6 +128,20 @@ def test_axe_finds_no_violation_while_a_batch_waits_for_a_worker_or_a_start_is_r
     assert_accessible(page, "the event page, a start refused")
 
 
+@WIDTHS
+def test_axe_finds_no_violation_on_the_locked_out_page(browser: Browser, live_server, make_user, settings, width):
+    make_user("mallory")
+    page = browser.new_context(viewport=viewport(width)).new_page()
+    page.goto(f"{live_server.url}/accounts/login/")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        page.get_by_label("Username").fill("mallory")
+        page.get_by_label("Password").fill("a guess")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_load_state()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Too many failed logins")
+    assert_accessible(page, "the locked-out page")
+
+
 def tap_targets_below(page: Page, least: int) -> list[str]:
     """Visible fields, menus and buttons (a checkbox: its label, what a finger taps) under `least` px tall."""
     return page.evaluate(
