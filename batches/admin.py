@@ -19,7 +19,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django_dramatiq import admin as dramatiq_admin
 
-from . import recovery, selectors, workers
+from . import formats, recovery, selectors, workers
 from .admin_selection import CheckedSelection
 from .admin_users import GuardedUserAdmin
 from .api import tokens
@@ -80,9 +80,9 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
         "status",
         "condition",
         "progress_percent",
-        "done_count",
-        "failed_count",
-        "total",
+        "done",
+        "failed",
+        "total_items",
         "created_at",
         "started_at",
         "finished_at",
@@ -99,10 +99,10 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
         "condition",
         "created_by",
         "progress_percent",
-        "total",
-        "done_count",
-        "failed_count",
-        "skipped_count",
+        "total_items",
+        "done",
+        "failed",
+        "skipped",
         "error",
         "created_at",
         "started_at",
@@ -185,8 +185,25 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
     def progress_percent(self, batch: Batch) -> str:
         """Of the total, the share worked (done or failed); skipped items are said apart."""
         figures = selectors.progress(batch)
-        skipped = f", {figures.skipped} skipped" if figures.skipped else ""
+        skipped = f", {formats.number(figures.skipped)} skipped" if figures.skipped else ""
         return f"{figures.percent}%{skipped}"
+
+    # The counts as the app writes them: "2,000", not "2000".
+    @admin.display(description="done", ordering="done_count")
+    def done(self, batch: Batch) -> str:
+        return formats.number(batch.done_count)
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed(self, batch: Batch) -> str:
+        return formats.number(batch.failed_count)
+
+    @admin.display(description="skipped", ordering="skipped_count")
+    def skipped(self, batch: Batch) -> str:
+        return formats.number(batch.skipped_count)
+
+    @admin.display(description="total", ordering="total")
+    def total_items(self, batch: Batch) -> str:
+        return formats.number(batch.total)
 
     @admin.display(description="failed items")
     def failed_items(self, batch: Batch) -> str:
@@ -195,12 +212,15 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
             return "—"
         rows = format_html_join("", "<li><code>{}</code>: {}</li>", ((f.item_key, f.error) for f in first))
         link = reverse("admin:batches_itemfailure_changelist") + f"?batch__id__exact={batch.pk}"
-        return format_html('<ul>{}</ul><a href="{}">All {} failed items</a>', rows, link, batch.failed_count)
+        nouns = selectors.operation_nouns(batch.operation)
+        every = f"All {formats.number(batch.failed_count)} failed {formats.noun(nouns, batch.failed_count)}"
+        return format_html('<ul>{}</ul><a href="{}">{}</a>', rows, link, every)
 
 
 @admin.register(ItemFailure)
 class ItemFailureAdmin(ReadOnlyAdmin):
     list_display = ["batch", "item_key", "error", "created_at"]
+    ordering = ["-batch", "item_pk"]  # the newest batch first, each batch's items in their order
     list_filter = [VisibleOperationFilter, "created_at"]
     search_fields = ["item_key", "error", "=batch__id"]
     list_select_related = ["batch"]

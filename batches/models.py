@@ -177,6 +177,8 @@ class ItemFailure(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["batch", "item_key"], name="one_failure_per_item")]
+        # A batch's failures in item order (selectors.failures), a page at a time, however many.
+        indexes = [models.Index(fields=["batch", "item_pk"], name="failure_in_item_order")]
 
     def __str__(self) -> str:
         return f"item {self.item_key} of batch #{self.batch_id}"

@@ -15,7 +15,7 @@ class ReissueTickets(Operation):
     def handle(self, item, ctx): ...           # one item; raise to record it as failed
     def handle_many(self, items, ctx): ...     # optional: a whole page in one statement
 
-For people (all optional): `items_name` ("tickets"), `item_label(item)` ("Seat 97 (Ada)"),
+For people (all optional): `items_name` ("tickets") and `item_name` ("ticket"), `item_label(item)` ("Seat 97 (Ada)"),
 `expected_errors` (exception classes whose message alone is the failure's sentence),
 `confirmation(params)` (the question asked before a start) and `scope_url(params)` (the page
 of the scope, linked from the batch page).
@@ -95,11 +95,18 @@ class Operation:
     max_failures: ClassVar[int | None] = None
     # The params' shape. The base takes none: subclass it (`class Params(Operation.Params)`).
     Params: ClassVar[type[Params]] = Params
-    # What its items are called, for people: "939 of 2,000 tickets".
+    # What its items are called, for people: "939 of 2,000 tickets", "1 failed ticket". Without an
+    # `item_name`, the singular is `items_name` less its final "s".
     items_name: ClassVar[str] = "items"
+    item_name: ClassVar[str] = "item"
     # Exceptions a handler raises for a failure the domain expects: recorded as their message
     # alone, a sentence for people. Any other exception keeps its type ("KeyError: 'x'").
     expected_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "items_name" in cls.__dict__ and "item_name" not in cls.__dict__:
+            cls.item_name = cls.items_name.removesuffix("s")
 
     @property
     def params_schema(self) -> dict[str, Any]:

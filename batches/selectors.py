@@ -97,6 +97,14 @@ def operation_label(name: str) -> str:
     return label_of(name)
 
 
+def operation_nouns(name: str) -> Operation | None:
+    """The operation whose words name its items ("tickets"); None when it is no longer installed."""
+    try:
+        return get_operation(name)
+    except UnknownOperation:
+        return None
+
+
 def latest_batch(operation: str, scope_key: str) -> Batch | None:
     """The scope's active batch if there is one, else its most recent."""
     scoped = shown_batches().filter(operation=operation, scope_key=scope_key)
@@ -104,7 +112,9 @@ def latest_batch(operation: str, scope_key: str) -> Batch | None:
 
 
 def failures(batch: Batch) -> QuerySet[ItemFailure]:
-    return batch.failures.order_by("id")
+    """The batch's failed items in the order its items are walked and its report lists them: by
+    primary key (97, 582, 1067), not in the order parallel chunks happened to record them."""
+    return batch.failures.order_by("item_pk")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from django.db.models import DateTimeField, IntegerField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from . import formats
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, Worker
 
 START_A_WORKER = "python manage.py rundramatiq"
@@ -120,4 +121,4 @@ def _ended(batch: Batch) -> Condition:
 
 
 def _clock(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%H:%M:%S") if moment else ""
+    return formats.clock(moment, seconds=True)

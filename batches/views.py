@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from . import error_pages, selectors
+from . import error_pages, formats, selectors
 from .models import Batch
 from .operations import Operation, UnknownOperation, get_operation
 from .services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
@@ -62,6 +62,7 @@ class UninstalledOperation:
     name: str
     uninstalled: bool = True
     items_name: str = "items"
+    item_name: str = "item"
 
     @property
     def label(self) -> str:
@@ -112,12 +113,14 @@ def _with_ended_event(response: HttpResponse, batch: Batch) -> HttpResponse:
 
 def start_notice(result: StartResult) -> str | SafeString:
     batch = result.batch
+    op = _operation_of(batch)
     if result.created and batch.retry_of_id:
-        return f"Started a retry of the failed items of #{batch.retry_of_id}."
+        return f"Started a retry of the failed {op.items_name} of #{batch.retry_of_id}."
     if result.created:
         return "Started."
     if result.resumed:
-        return f"That run had stopped (its worker went away) at {batch.processed} items; it has been resumed."
+        done = formats.items(batch.processed, op)
+        return f"That run had stopped (its worker went away) at {done}; it has been resumed."
     who = batch.created_by.get_username() if batch.created_by else "someone"
     return format_html(
         "Already running since {}, started by {}. Showing that run; no new one was started.",
@@ -241,14 +244,16 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation page (the no-JavaScript path). POST: cancel."""
     if request.method == "GET":
         batch = _visible_batch_or_404(request, pk)
-        return render(request, "batches/cancel_confirm.html", {"batch": batch, "op": _operation_of(batch)})
+        context = {"batch": batch, "op": _operation_of(batch), "worked": selectors.progress(batch).worked}
+        return render(request, "batches/cancel_confirm.html", context)
     if request.method != "POST":
         return HttpResponseNotAllowed(["GET", "POST"])
     try:
         batch, ended = cancel_batch(pk, user=request.user)
     except Batch.DoesNotExist:
         raise Http404("No such batch.") from None
-    notice = "Cancelled. Items not done yet are counted as skipped." if ended else "This batch had already ended."
+    not_done = _operation_of(batch).items_name.capitalize()
+    notice = f"Cancelled. {not_done} not done yet are counted as skipped." if ended else "This batch had already ended."
     return _answer_with_batch(request, batch, notice)
 
 
@@ -335,9 +340,9 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def batch_failures(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
-    return render(
-        request, "batches/_failures.html", {"batch": batch, "failure_list": failure_rows(_operation_of(batch), batch)}
-    )
+    op = _operation_of(batch)
+    context = {"batch": batch, "op": op, "failure_list": failure_rows(op, batch)}
+    return render(request, "batches/_failures.html", context)
 
 
 @login_required

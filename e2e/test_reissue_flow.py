@@ -51,7 +51,7 @@ def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario)
 
     expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
     panel = page.locator(".batch-panel")
-    expect(panel).to_contain_text(re.compile(r"Finished in \d+s with 3 failed items\."))
+    expect(panel).to_contain_text(re.compile(r"Finished in \d+s with 3 failed tickets\."))
     assert (figure(page, "done"), figure(page, "failed"), figure(page, "total")) == (297, 3, TICKETS)
     expect(page.locator(".failures")).to_contain_text("Seat 97 is blocked by the venue.")
     expect(button).to_be_enabled()
@@ -119,7 +119,7 @@ def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenari
     page.get_by_role("button", name="Cancel run").click()
     confirm_in_dialog(page, "Stop the run")
     expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
-    expect(page.locator(".batch-panel")).to_contain_text("Cancelled. Items not done yet are counted as skipped.")
+    expect(page.locator(".batch-panel")).to_contain_text("Cancelled. Tickets not done yet are counted as skipped.")
     expect(page.get_by_role("button", name="Reissue tickets")).to_be_enabled()
     batch = Batch.objects.get()
     assert batch.status == "cancelled" and batch.skipped_count > 0

@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "batches.viewer_zone.ViewerTimeZone",
     "batches.http_headers.PrivateAnswers",
     # Last, as django-axes asks: it turns a lockout found during authentication into its page.
     "axes.middleware.AxesMiddleware",
@@ -146,6 +147,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Dates and times as the app writes them (batches/formats.py), in the admin too: 24-hour, zone named.
+FORMAT_MODULE_PATH = ["site_config.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # set where collectstatic runs (Dockerfile)

@@ -49,7 +49,7 @@ def test_a_second_htmx_start_shows_the_running_batch_and_who_started_it(alice_cl
     assert response.status_code == 200
     assert Batch.objects.count() == 1
     assert re.search(
-        r'Already running since <time datetime="[^"]+" data-local="time">\d\d:\d\d UTC</time>, started by alice',
+        r'Already running since <time datetime="[^"]+" title="[^"]+">\d\d:\d\d UTC</time>, started by alice',
         response.content.decode(),
     )
     assert f"/batches/{Batch.objects.get().pk}/progress/" in response.content.decode()
@@ -177,7 +177,7 @@ def test_a_finished_batch_stops_polling_and_shows_its_summary(alice_client, even
 
     fragment = alice_client.get(f"/batches/{batch.pk}/progress/", **HTMX).content.decode()
     assert 'hx-trigger="every' not in fragment
-    assert "Finished in 1m 05s with 1 failed item." in fragment
+    assert "Finished in 1m 05s with 1 failed ticket." in fragment
     assert f'hx-get="/batches/{batch.pk}/failures/"' in fragment
     assert not re.search(r"<button[^>]*disabled", fragment)
 
@@ -208,7 +208,7 @@ def test_cancel_asks_first_without_javascript_then_ends_the_batch(alice_client, 
 
     response = alice_client.post(f"/batches/{batch.pk}/cancel/", follow=True)
     assert response.redirect_chain == [(f"/batches/{batch.pk}/", 303)]
-    assert "Cancelled. Items not done yet are counted as skipped." in response.content.decode()
+    assert "Cancelled. Tickets not done yet are counted as skipped." in response.content.decode()
     assert Batch.objects.get().status == BatchStatus.CANCELLED
 
 
@@ -239,14 +239,14 @@ def test_retry_failed_from_the_page_starts_a_linked_batch(alice_client, event):
     first = Batch.objects.get()
     Batch.objects.filter(pk=first.pk).update(status=BatchStatus.FINISHED, total=10, done_count=9, failed_count=1)
     ItemFailure.objects.create(batch=first, item_key="1", item_pk=1, error="boom")
-    assert "Retry 1 failed item" in alice_client.get(f"/batches/{first.pk}/").content.decode()
+    assert "Retry 1 failed ticket" in alice_client.get(f"/batches/{first.pk}/").content.decode()
 
     response = alice_client.post(f"/batches/{first.pk}/retry-failed/")
     retry = Batch.objects.exclude(pk=first.pk).get()
     assert response.status_code == 303 and response["Location"] == f"/batches/{retry.pk}/?live=1"
     assert retry.retry_of_id == first.pk
     page = alice_client.get(response["Location"]).content.decode()
-    assert f"Started a retry of the failed items of #{first.pk}." in page
+    assert f"Started a retry of the failed tickets of #{first.pk}." in page
 
     again = alice_client.post(f"/batches/{retry.pk}/retry-failed/", **HTMX)
     assert again.status_code == 400 and "still running" in again.content.decode()

@@ -30,6 +30,7 @@ class ReissueTickets(Operation):
     name = "reissue_tickets"
     label = "Reissue tickets"
     items_name = "tickets"
+    item_name = "ticket"
     expected_errors = (SeatCannotBeReissued,)
     item_time_limit = settings.DEMO_ITEM_TIME_LIMIT
 

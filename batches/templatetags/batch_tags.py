@@ -1,9 +1,10 @@
 from datetime import datetime, timedelta
 
 from django import template
-from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
+
+from batches import formats
 
 register = template.Library()
 
@@ -11,16 +12,7 @@ register = template.Library()
 @register.filter
 def duration(value: timedelta | None) -> str:
     """A short human duration: 45s, 3m 05s, 2h 04m."""
-    if value is None:
-        return "—"
-    seconds = max(0, round(value.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {seconds:02d}s"
-    return f"{seconds}s"
+    return formats.duration(value)
 
 
 @register.filter
@@ -35,26 +27,41 @@ def code_spans(text: str) -> str:
 @register.filter
 def thousands(value: int | None) -> str:
     """2000 -> "2,000"; None (not counted yet) -> "?"."""
-    return "?" if value is None else f"{value:,}"
+    return formats.number(value)
+
+
+@register.filter
+def items(value: int | None, op: formats.Nouns | None) -> str:
+    """{{ total|items:op }} -> "2,000 tickets", in the operation's own word."""
+    return formats.items(value, op)
+
+
+@register.filter
+def noun(op: formats.Nouns | None, value: int | None) -> str:
+    """{{ op|noun:failed }} -> "ticket" or "tickets", for "6 failed tickets"."""
+    return formats.noun(op, value)
+
+
+@register.filter
+def rate(value: float | None) -> str:
+    """{{ p.rate|rate }} -> "12.3/s"."""
+    return formats.rate(value)
+
+
+def _time(moment: datetime, text: str) -> str:
+    return format_html('<time datetime="{}" title="{}">{}</time>', formats.iso(moment), formats.full(moment), text)
 
 
 @register.filter
 def clock(moment: datetime | None) -> str:
-    """A time of day as <time>: the server's zone as text, localised in the browser by app.js."""
-    if moment is None:
-        return ""
-    local = timezone.localtime(moment)
-    return format_html('<time datetime="{}" data-local="time">{}</time>', local.isoformat(), local.strftime("%H:%M %Z"))
+    """A time of day as <time>, in the viewer's zone with its name: "22:53 UTC"."""
+    return _time(moment, formats.clock(moment)) if moment else ""
 
 
 @register.filter
 def when(moment: datetime | None) -> str:
-    """A date and time as <time>, localised in the browser by app.js."""
-    if moment is None:
-        return ""
-    local = timezone.localtime(moment)
-    text = local.strftime("%-d %b %Y, %H:%M %Z")
-    return format_html('<time datetime="{}" data-local="datetime">{}</time>', local.isoformat(), text)
+    """A date and time as <time>, in the viewer's zone with its name: "2 Dec 2026, 22:53 UTC"."""
+    return _time(moment, formats.date_time(moment)) if moment else ""
 
 
 @register.simple_tag(takes_context=True)

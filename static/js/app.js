@@ -13,6 +13,22 @@ document.addEventListener("htmx:confirm", function (event) {
   if (document.hidden || (backoff && Date.now() < backoff.retryAt)) event.preventDefault();
 });
 
+// Times: the server writes them all (batches/formats.py), in the zone this cookie names, so that a
+// first render, a swapped fragment and an announcement say the same. Set on the first page
+// (the login page, for most) and whenever the browser's zone changes.
+(function () {
+  var zone = "";
+  try {
+    zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  } catch (error) {
+    return;
+  }
+  // IANA names ("America/New_York") are valid cookie values as they are: the server reads them so.
+  if (!/^[A-Za-z0-9_+\/-]{1,64}$/.test(zone) || document.cookie.split("; ").indexOf("tz=" + zone) !== -1) return;
+  var secure = location.protocol === "https:" ? "; secure" : "";
+  document.cookie = "tz=" + zone + "; path=/; max-age=31536000; samesite=lax" + secure;
+})();
+
 // A ?live=1 address (the page without JavaScript, reloading itself every few seconds) opened
 // with JavaScript on, from a bookmark or a shared link: htmx polls here, and a reload would
 // throw the reader's place and focus away every few seconds. Load it without.
@@ -108,24 +124,9 @@ function noteLive(live, speak) {
   if (step > before.step && state === "running") return live.getAttribute("data-progress");
   return "";
 }
-function localiseTimes(root) {
-  var times = root.querySelectorAll("time[data-local]");
-  for (var i = 0; i < times.length; i++) {
-    var time = times[i];
-    var moment = new Date(time.getAttribute("datetime"));
-    if (isNaN(moment)) continue;
-    var options = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
-    if (time.getAttribute("data-local") === "datetime") {
-      options = { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
-    }
-    time.textContent = moment.toLocaleString(undefined, options);
-    time.title = moment.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
-  }
-}
 document.addEventListener("DOMContentLoaded", function () {
   var lives = document.querySelectorAll(".batch-live");
   for (var i = 0; i < lives.length; i++) noteLive(lives[i], false);
-  localiseTimes(document);
 });
 document.addEventListener("htmx:afterSettle", function (event) {
   var root = event.target;  // the element swapped in (detail.elt is the one that asked)
@@ -140,7 +141,6 @@ document.addEventListener("htmx:afterSettle", function (event) {
     if (text) parts.push(text);
   }
   if (parts.length) say(parts.join(" "));
-  localiseTimes(root.parentNode || document);
 });
 
 // Failed requests. htmx swaps no error answer in (templates/base.html), so the panel that asked
