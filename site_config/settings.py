@@ -332,6 +332,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # django-axes' version banner at every process start: not news, and not a terminal client's output.
+        "axes.apps": {"level": "WARNING"},
         "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }

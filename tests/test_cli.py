@@ -55,7 +55,7 @@ def test_start_and_follow_to_the_end_in_plain_lines_exits_0(worker_process, make
     assert lines[0] == f"Batch {batch.pk} started: reissue_tickets on {batch.scope_label}."
     assert all(line.startswith(f"Batch {batch.pk} ") for line in lines), "plain lines, no terminal codes"
     assert "\x1b" not in done.stdout
-    assert lines[-1].startswith(f"Batch {batch.pk} finished: 600/600, 594 done, 6 failed in ")
+    assert lines[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 tickets worked, 594 done, 6 failed in ")
     assert batch.status == BatchStatus.FINISHED
 
 
@@ -93,7 +93,7 @@ def test_a_second_start_on_a_busy_scope_says_so_and_follows_the_first(worker_pro
     assert second.returncode == 0, second.stderr
     assert f"Batch {batch.pk} is already" in second.stdout.splitlines()[0]
     assert "no new batch was started" in second.stdout
-    assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600/600")
+    assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 tickets worked")
 
 
 def follow_a_slow_batch(worker_process, make_event, make_user, *, every: str):
@@ -143,14 +143,10 @@ def test_ctrl_c_detaches_without_cancelling_and_says_how_to_reattach(worker_proc
     assert batch.is_active, "detaching does not cancel"
 
 
-def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_user):
-    event = make_event(tickets=600)
-    make_user("alice")
-    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+def read_terminal(*args: str) -> tuple[int, str]:
+    """Run the command on a pseudo-terminal, as a person would: its exit code and what it drew."""
     controller, terminal = pty.openpty()
-    follower = batches_command(
-        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", stdout=terminal
-    )
+    process = batches_command(*args, stdout=terminal)
     os.close(terminal)
     output = b""
     while True:
@@ -161,11 +157,19 @@ def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_
         if not chunk:
             break
         output += chunk
-    follower.wait(timeout=60)
+    process.wait(timeout=60)
     os.close(controller)
+    return process.returncode, output.decode(errors="replace")
 
-    text = output.decode(errors="replace")
-    assert follower.returncode == 0
+
+def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_user):
+    event = make_event(tickets=600)
+    make_user("alice")
+    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+
+    code, text = read_terminal("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow")
+
+    assert code == 0
     assert "━" in text, "rich's bar"
     assert "600/600" in text and "6 failed" in text
 
@@ -196,3 +200,65 @@ def test_bad_usage_exits_2_and_refusals_exit_3(make_event, make_user, args, code
     assert refused.value.returncode == code
     assert says in str(refused.value)
     assert Batch.objects.count() == 1, "nothing was started"
+
+
+# --- only its own output, true figures, nothing a label can do to the terminal (issue 16) ---------
+
+FAKE_END = "\x1b[2J\x1b[31mFAKE: all finished"  # clears the screen, then writes in red
+
+
+def test_an_escape_sequence_in_a_label_reaches_the_terminal_neutralised(make_event, make_user):
+    event = make_event(tickets=5, name=FAKE_END)
+    make_user("alice")
+
+    started = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+    listed = run("list")
+
+    shown = "\\x1b[2J\\x1b[31mFAKE: all finished"  # the codes as text, acted on by no terminal
+    assert started.returncode == 0, started.stderr
+    assert shown in started.stdout and shown in listed.stdout
+    assert "\x1b" not in started.stdout + started.stderr + listed.stdout + listed.stderr
+
+
+def test_an_error_reaches_a_terminal_as_text_not_as_codes_or_rich_markup(make_event, make_user):
+    event = make_event(tickets=5)
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    state.end(batch.pk, BatchStatus.FAILED, error="[red]Boom[/red] \x1b]0;owned\x07 \x1b[2J")
+
+    code, drawn = read_terminal("follow", str(batch.pk))
+
+    assert code == 1
+    assert "[red]Boom[/red]" in drawn, "rich markup in an error is shown, not applied"
+    assert "\\x1b]0;owned\\x07" in drawn and "\\x1b[2J" in drawn
+    assert "\x1b]0;" not in drawn and "\x1b[2J" not in drawn
+
+
+def test_list_shows_a_cancelled_runs_real_figures(make_event, make_user):
+    event = make_event(tickets=5)
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    Batch.objects.filter(pk=batch.pk).update(total=2000, done_count=283, failed_count=10, skipped_count=1707)
+    state.end(batch.pk, BatchStatus.CANCELLED)
+
+    listed = run("list")
+
+    assert listed.returncode == 0, listed.stderr
+    line = listed.stdout.splitlines()[0]
+    assert line.startswith(
+        f"Batch {batch.pk} cancelled: 293 of 2,000 tickets worked, 283 done, 10 failed, 1,707 skipped"
+    ), line
+    assert "2000/2000" not in line and "2,000 of 2,000" not in line
+
+
+def test_it_prints_only_its_own_output_and_log_lines_only_when_asked(make_event, make_user):
+    event = make_event(tickets=5)
+    make_user("alice")
+
+    quiet = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+    batch = Batch.objects.get()
+    verbose = run("cancel", str(batch.pk), "--user", "alice", "-v", "2")
+
+    assert quiet.returncode == 0 and verbose.returncode == 0
+    assert quiet.stdout == f"Batch {batch.pk} started: reissue_tickets on {event.name}.\n"
+    assert quiet.stderr == "", "no log line (AXES: BEGIN …, event=batch.created …) by default"
+    assert verbose.stdout == f"Batch {batch.pk} cancelled; its worker stops at its next checkpoint.\n"
+    assert f"event=batch.cancelled batch_id={batch.pk}" in verbose.stderr, "with -v 2, on stderr"

@@ -11,20 +11,22 @@ start and cancel go through the same services and guard as the web (a busy scope
 joined, not duplicated); with --user, follow and list show only what that user may see.
 Exit codes: 0 finished (or started, without --follow), 1 failed or cancelled, 2 bad usage,
 3 refused (permission, no such scope, a limit), 130 detached with Ctrl-C (the batch runs on).
+It prints its own output only: log lines with -v 2, on stderr (batches/terminal.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from batches import health, terminal
+from batches import formats, health, terminal
 from batches.api.tokens import create_token
 from batches.api.views import batch_body
 from batches.models import Batch, BatchStatus, Worker
@@ -36,11 +38,26 @@ from batches.workers import is_alive, running_now
 BAD_USAGE, REFUSED, DETACHED, ENDED_BADLY = 2, 3, 130, 1
 
 
+class _ActionParser(CommandParser):
+    """An action's parser: -v/--verbosity after the action too (`batches list -v 2`), as before it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument(
+            "-v",
+            "--verbosity",
+            type=int,
+            choices=[0, 1, 2, 3],
+            default=argparse.SUPPRESS,  # given before the action, it stays
+            help="2 or more: log lines too, on stderr.",
+        )
+
+
 class Command(BaseCommand):
     help = "Batches from a terminal: start, follow, list, cancel; and health, recover, token, workers."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True)
+        actions = parser.add_subparsers(dest="action", required=True, parser_class=_ActionParser)
 
         start = actions.add_parser("start", help="Start a batch (or join the one running on its scope).")
         start.add_argument("operation")
@@ -83,8 +100,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, action: str, **options):
+        self.stdout, self.stderr = terminal.PlainOutput(self.stdout._out), terminal.PlainOutput(self.stderr._out)
+        self.stderr.style_func = self.style.ERROR
         handler = getattr(self, f"_{action}")
-        handler(**options)
+        with terminal.log_lines(options["verbosity"]):
+            handler(**options)
 
     # --- batches ------------------------------------------------------------------------------
 
@@ -108,7 +128,7 @@ class Command(BaseCommand):
         batch = result.batch
         note = self.stderr if options["json"] else self.stdout
         if result.created:
-            note.write(f"Batch {batch.pk} started: {operation} on {batch.scope_label}.")
+            note.write(f"Batch {batch.pk} started: {operation} on {formats.plain(batch.scope_label)}.")
         elif result.resumed:
             note.write(f"Batch {batch.pk} on this scope had stopped and has been resumed; no new batch was started.")
         else:
@@ -148,7 +168,8 @@ class Command(BaseCommand):
             return
         for batch in batches:
             who = batch.created_by.get_username() if batch.created_by else "-"
-            self.stdout.write(f"{terminal.summary(batch)}  [{batch.operation} on {batch.scope_label}, by {who}]")
+            scope = formats.plain(batch.scope_label)
+            self.stdout.write(f"{terminal.summary(batch)}  [{batch.operation} on {scope}, by {formats.plain(who)}]")
         if not batches:
             self.stdout.write("No active batch." if active else "No batch yet.")
 
@@ -213,17 +234,18 @@ class Command(BaseCommand):
         listed = list(listed)
         held = running_now([worker.pk for worker in listed])
         self.stdout.write(
-            f"{'ID':>5}  {'WORKER':<28} {'THREADS':>7}  {'STATE':<7} {'STARTED':<8} {'LAST SEEN':>9} "
+            f"{'ID':>5}  {'WORKER':<28} {'THREADS':>7}  {'STATE':<7} {'STARTED':<12} {'LAST SEEN':>9} "
             f"{'ITEMS/S':>8}  RUNNING"
         )
         for worker in listed:
             alive = is_alive(worker, now)
             state = "alive" if alive else ("gone" if worker.gone_at else "silent")
             seen = f"{(now - worker.heartbeat_at).total_seconds():.0f}s ago"
+            started = formats.clock(worker.started_at, seconds=True)
             running = ", ".join(f"#{chunk.batch_id}/{chunk.index}" for chunk in held[worker.pk]) or "-"
             self.stdout.write(
-                f"{worker.pk:>5}  {f'{worker.host}:{worker.pid}':<28} {worker.threads:>7}  {state:<7} "
-                f"{timezone.localtime(worker.started_at):%H:%M:%S} {seen:>9} {worker.items_per_second:>8.1f}  {running}"
+                f"{worker.pk:>5}  {f'{worker.host}:{worker.pid}':<28} {worker.threads:>7}  {state:<7} {started:<12} "
+                f"{seen:>9} {worker.items_per_second:>8.1f}  {running}"
             )
         if not listed:
             self.stdout.write("No worker is running: start one with `python manage.py rundramatiq`.")
