@@ -24,7 +24,7 @@ def scenario(live_server, worker_process, make_event, make_user):
 
 
 def figure(page: Page, name: str) -> int:
-    return int(page.locator(f'[data-figure="{name}"]').inner_text())
+    return int(page.locator(f'[data-figure="{name}"]').inner_text().replace(",", ""))  # "1,980"
 
 
 def wait_for_more_done(page: Page) -> None:
@@ -71,7 +71,7 @@ def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scen
     start_run(second_tab)
 
     expect(second_tab.locator(".batch-panel")).to_contain_text(
-        re.compile(r"Already running since \d\d:\d\d, started by alice")
+        re.compile(r"Already running since \d\d:\d\d [A-Z]+, started by alice")
     )
     batch = Batch.objects.get()
     expect(second_tab.locator(f'a[href="/batches/{batch.pk}/"]')).to_be_visible()

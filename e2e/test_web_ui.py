@@ -58,7 +58,7 @@ def assert_fits(page: Page, where: str, width: int = 390) -> None:
 
 
 def figure(page: Page, name: str) -> int:
-    return int(page.locator(f'[data-figure="{name}"]').first.inner_text().rstrip("%"))
+    return int(page.locator(f'[data-figure="{name}"]').first.inner_text().rstrip("%").replace(",", ""))  # "1,980"
 
 
 def focused(page: Page) -> dict:
