@@ -43,6 +43,6 @@ def test_a_lost_worker_is_shown_with_where_the_run_resumes_then_running_again(
     lost = page.locator('[data-condition="worker_lost"]')
     # Found by the survivor's next sweep (every 2 s), shown at the next poll:
     expect(lost).to_contain_text(
-        re.compile(r"A worker was lost at \d\d:\d\d:\d\d; resuming from item [\d,]+\."), timeout=10_000
+        re.compile(r"A worker was lost at \d\d:\d\d:\d\d [A-Z]+; resuming from item [\d,]+\."), timeout=10_000
     )
     expect(page.locator(".batch-live .status")).to_contain_text("Running since", timeout=30_000)
