@@ -5,6 +5,7 @@ JavaScript, a first visit), times are in settings.TIME_ZONE, named as such."""
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from collections.abc import Callable
@@ -18,6 +19,7 @@ COOKIE = "tz"
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
 
 
+@functools.lru_cache(maxsize=256)
 def zone_named(name: str) -> zoneinfo.ZoneInfo | None:
     """The zone of that IANA name, or None when it is not one."""
     if len(name) > 64 or not _ZONE_NAME.fullmatch(name):
