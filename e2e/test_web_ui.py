@@ -280,9 +280,13 @@ def test_times_are_in_the_viewers_zone_and_read_the_same_after_a_swap(browser: B
     batch = Batch.objects.get()
     started = batch.started_at.astimezone(berlin).strftime("%H:%M %Z")
     created = batch.created_at.astimezone(berlin).strftime("%H:%M %Z")
+    expect(page.locator(".batch-live .status")).to_have_text(f"Running since {started}.")  # swapped in
     page.reload()  # a first render of the running batch
     expect(page.locator(".batch-live .status")).to_have_text(f"Running since {started}.")
+    page.context.clear_cookies(name="tz")  # a session older than the zone cookie: written in UTC, then
+    page.reload()  # the page loads itself once more, in the browser's zone
     expect(page.locator(".batch-meta time")).to_have_text(created)
+    expect(page.locator(".batch-live .status")).to_have_text(f"Running since {started}.")
     done = page.locator('[data-figure="done"]')
     before = done.text_content()
     expect(done).not_to_have_text(before or "", timeout=10_000)  # a poll has swapped the live figures

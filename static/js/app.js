@@ -15,29 +15,36 @@ document.addEventListener("htmx:confirm", function (event) {
 
 // Times: the server writes them all (batches/formats.py), in the zone this cookie names, so that a
 // first render, a swapped fragment and an announcement say the same. Set on the first page
-// (the login page, for most) and whenever the browser's zone changes.
-(function () {
+// (the login page, for most) and whenever the browser's zone changes; true when it was set now.
+var zoneCookieSet = (function () {
   var zone = "";
   try {
     zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
   } catch (error) {
-    return;
+    return false;
   }
   // IANA names ("America/New_York") are valid cookie values as they are: the server reads them so.
-  if (!/^[A-Za-z0-9_+\/-]{1,64}$/.test(zone) || document.cookie.split("; ").indexOf("tz=" + zone) !== -1) return;
+  var cookie = "tz=" + zone;
+  if (!/^[A-Za-z0-9_+\/-]{1,64}$/.test(zone) || document.cookie.split("; ").indexOf(cookie) !== -1) return false;
   var secure = location.protocol === "https:" ? "; secure" : "";
-  document.cookie = "tz=" + zone + "; path=/; max-age=31536000; samesite=lax" + secure;
+  document.cookie = cookie + "; path=/; max-age=31536000; samesite=lax" + secure;
+  return document.cookie.split("; ").indexOf(cookie) !== -1;  // not when cookies are refused
 })();
 
 // A ?live=1 address (the page without JavaScript, reloading itself every few seconds) opened
 // with JavaScript on, from a bookmark or a shared link: htmx polls here, and a reload would
 // throw the reader's place and focus away every few seconds. Load it without.
+// Else, a page whose times were just written in another zone than the browser's (no cookie yet:
+// a session older than it) loads once more, so that its polls do not swap in times that differ.
 (function () {
   var params = new URLSearchParams(location.search);
-  if (params.get("live") !== "1") return;
-  params.delete("live");
-  var query = params.toString();
-  location.replace(location.pathname + (query ? "?" + query : "") + location.hash);
+  if (params.get("live") === "1") {
+    params.delete("live");
+    var query = params.toString();
+    location.replace(location.pathname + (query ? "?" + query : "") + location.hash);
+  } else if (zoneCookieSet && document.querySelector("time[datetime]")) {
+    location.reload();
+  }
 })();
 
 // Confirmation: a form with data-confirm asks first, in the page's <dialog>, with the verbs the
