@@ -204,8 +204,8 @@ def test_retry_goes_to_the_new_batchs_page(
     expect(page.get_by_role("heading", level=1)).to_contain_text(f"(batch #{retry.pk})")
     report = page.get_by_role("link", name=re.compile("Download the report"))
     expect(report).to_have_attribute("href", f"/api/batches/{retry.pk}/report.csv")
-    expect(page.locator(".batch-meta")).to_contain_text(f"a retry of the failed items of #{first.pk}")
-    expect(page.locator("main")).to_contain_text(f"Started a retry of the failed items of #{first.pk}.")
+    expect(page.locator(".batch-meta")).to_contain_text(f"a retry of the failed tickets of #{first.pk}")
+    expect(page.locator("main")).to_contain_text(f"Started a retry of the failed tickets of #{first.pk}.")
     if javascript:
         assert page.evaluate("window.announcer === document.getElementById('announcer')"), "the page stayed"
         expect(page).to_have_title(re.compile(r"Reissue tickets · Gala$"))

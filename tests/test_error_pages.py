@@ -184,7 +184,7 @@ def test_retry_from_the_batch_page_goes_to_the_new_batchs_page(alice_client, ali
 
     new_page = text(alice_client.get(location["path"], **HTMX))
     assert f"(batch #{retry.pk})" in new_page and f"/api/batches/{retry.pk}/report" in new_page
-    assert f"Started a retry of the failed items of #{first.pk}." in new_page, "the notice, on the page it lands on"
+    assert f"Started a retry of the failed tickets of #{first.pk}." in new_page, "the notice, on the page it lands on"
 
 
 def test_retry_from_the_event_page_swaps_the_panel_in_place(alice_client, alice, event):
