@@ -198,7 +198,7 @@ def test_retry_goes_to_the_new_batchs_page(
         page.evaluate("() => { window.announcer = document.getElementById('announcer'); }")
         page.evaluate(WATCH_ANNOUNCEMENTS)
 
-    page.get_by_role("button", name="Retry 1 failed item").click()
+    page.get_by_role("button", name="Retry 1 failed ticket").click()
     retry = wait_until(lambda: Batch.objects.filter(retry_of=first).first(), what="the retry batch")
     page.wait_for_url(re.compile(rf"/batches/{retry.pk}/(\?live=1)?$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text(f"(batch #{retry.pk})")
