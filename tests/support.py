@@ -7,14 +7,16 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from email.message import Message
 from pathlib import Path
 
@@ -66,41 +68,159 @@ def flush_broker() -> None:
         dramatiq.get_broker().flush_all()
 
 
-def restart_broker() -> str:
-    """Stop the tests' broker and start it again, as an operator's restart would; what was done.
+class RedisServer:
+    """A `redis-server` of the test's own on a free loopback port, without persistence (as the
+    machine's runs): the one a fault test may stop and restart. The machine's shared Redis is never
+    touched."""
 
-    Redis: SHUTDOWN and the same server started again with the settings it ran with (without
-    persistence, which is how it runs here, every message is gone). RabbitMQ: its application
-    stopped and started (durable queues and persistent messages survive; unacked ones are
-    delivered again). Raises pytest's Skipped, with the reason, when this machine cannot do it."""
-    import pytest
+    def __init__(self, directory: Path) -> None:
+        if not shutil.which("redis-server"):
+            import pytest
 
-    if settings.BROKER_KIND == "redis":
-        import redis
+            pytest.skip("redis-server is not on this machine: cannot run a Redis of the test's own")
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
 
-        url = urllib.parse.urlparse(settings.REDIS_URL)
-        if url.hostname not in {"127.0.0.1", "localhost"} or not shutil.which("redis-server"):
-            pytest.skip(f"Redis at {url.hostname} is not a local server this test may restart")
-        client = redis.Redis(host=url.hostname, port=url.port or 6379)
-        config = {key: client.config_get(key)[key] for key in ("bind", "port", "save", "appendonly", "dir")}
-        client.shutdown()
-        wait_until(lambda: not _port_open(url.hostname, url.port or 6379), timeout=30, what="Redis to stop")
-        args = [f"--{key}" if i % 2 == 0 else value for key, value in config.items() for i in range(2)]
-        subprocess.run(["redis-server", "--daemonize", "yes", *args], check=True, capture_output=True)
-        wait_until(lambda: _port_open(url.hostname, url.port or 6379), timeout=30, what="Redis to start")
-        return f"Redis shut down and started again with {config}"
-    if not shutil.which("rabbitmqctl"):
-        pytest.skip("rabbitmqctl is not on this machine: cannot restart RabbitMQ")
-    stopped = subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, text=True, timeout=120)
-    if stopped.returncode != 0:
-        pytest.skip(f"rabbitmqctl stop_app was refused: {stopped.stderr.strip()}")
-    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
-    import dramatiq
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until(lambda: self._serving(), timeout=30, what="the test's Redis to start")
 
-    # This thread's connection died with the stop. Sending retries on a new one by itself, but
-    # flush_broker() (the next test's setup) would not.
-    del dramatiq.get_broker().connection
-    return "RabbitMQ's application stopped and started again"
+    def _serving(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, (self.directory / "redis.log").read_text()
+        return _port_open("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def restart(self) -> str:
+        """Stop the server and start it again on the same port, as an operator's restart would:
+        without persistence, every message is gone. What was done."""
+        self.stop()
+        self.start()
+        return f"the test's own Redis on port {self.port} stopped and started again (no persistence)"
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TcpProxy:
+    """A TCP proxy of the test's own on a free loopback port in front of a shared server (RabbitMQ,
+    Postgres): point a process at `port` and `cut()` its connections as a server crash or a network
+    failure would, without touching the server or anyone else's connections to it.
+
+    `cut()` resets every proxied connection and refuses new ones until `restore()`; `outage(s)` does
+    both around a pause."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.cuts = 0
+
+    def __enter__(self) -> TcpProxy:
+        self.restore()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cut()
+
+    def restore(self) -> None:
+        """Listen again (on the same port) and proxy new connections."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True, name=f"proxy:{self.port}").start()
+
+    def cut(self) -> None:
+        """Reset every connection through the proxy and refuse new ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            self.cuts += 1
+            _close(listener)
+        for sock in sockets:
+            # Linger 0: a reset, as when the far end dies, rather than an orderly goodbye.
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            _close(sock)
+
+    def outage(self, seconds: float) -> str:
+        """Cut, refuse connections for `seconds`, then accept again. What was done."""
+        self.cut()
+        time.sleep(seconds)  # the length of the outage, not a wait for an event
+        self.restore()
+        return f"every connection through the proxy on port {self.port} reset; refused for {seconds:g}s"
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut: the listener is closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut while connecting
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._sockets.update((client, upstream))
+            pumps = [threading.Thread(target=self._pump, args=pair, daemon=True) for pair in
+                     ((client, upstream), (upstream, client))]  # fmt: skip
+            for pump in pumps:
+                pump.start()
+            threading.Thread(target=self._close_after, args=(pumps, client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _close_after(self, pumps: list[threading.Thread], *sockets: socket.socket) -> None:
+        """A connection both ends have closed: let its sockets go."""
+        for pump in pumps:
+            pump.join()
+        with self._lock:
+            self._sockets.difference_update(sockets)
+        for sock in sockets:
+            _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def _port_open(host: str, port: int) -> bool:

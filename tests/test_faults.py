@@ -5,14 +5,19 @@ the truth in the tables."""
 
 import random
 import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 
+import dramatiq
 import pytest
+from django.conf import settings
 from django.db import connection
+from dramatiq.brokers.redis import RedisBroker
 
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
-from tests.support import flush_broker, restart_broker, wait_until
+from tests.support import TcpProxy, flush_broker, redis_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +86,43 @@ def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, ma
     assert_exactly_once(batch, event, total)
 
 
-def test_a_broker_restart_mid_batch_loses_nothing_and_repeats_nothing(worker_process, make_event, make_user):
+@pytest.fixture
+def broker_to_restart(tmp_path) -> Iterator[tuple[dict[str, str], Callable[[], str]]]:
+    """A broker this test may take down, and the environment that points a worker at it.
+
+    Redis: a `redis-server` of the test's own, which this process sends to as well, restarted
+    without persistence (every message gone). RabbitMQ: the shared server behind a proxy of the
+    test's own, whose cut resets the worker's connections and refuses new ones for a while (as a
+    restart would; unacked messages go back to the queue). The shared servers are never touched."""
+    if settings.BROKER_KIND == "redis":
+        with redis_server(tmp_path / "redis") as server:
+            shared = dramatiq.get_broker()
+            dramatiq.set_broker(RedisBroker(url=server.url, namespace=settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]))
+            try:
+                yield {"REDIS_URL": server.url}, server.restart
+            finally:
+                dramatiq.get_broker().close()
+                dramatiq.set_broker(shared)
+        return
+    url = urllib.parse.urlsplit(settings.BROKER_URL)
+    with TcpProxy(url.hostname or "127.0.0.1", url.port or 5672) as proxy:
+        credentials = f"{url.username}:{url.password}@" if url.username else ""
+        proxied = urllib.parse.urlunsplit(url._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}"))
+        yield {"BROKER_URL": proxied}, lambda: proxy.outage(3)
+
+
+def test_a_broker_restart_mid_batch_loses_nothing_and_repeats_nothing(
+    worker_process, make_event, make_user, broker_to_restart
+):
+    broker_env, restart = broker_to_restart
     total = 2000
     event = make_event(tickets=total)
-    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
+    worker = worker_process(**FAULT_ENV, **broker_env, DEMO_ITEM_DELAY_MS="3")
     batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
     wait_for_progress(batch, beyond=100)
     assert batch.is_active
 
-    print(restart_broker())
+    print(restart())
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
     assert_exactly_once(batch, event, total)
