@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -38,6 +39,13 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+def screenshot(page: Page, name: str, **options: object) -> None:
+    """One of the README's screenshots, written only when `make screenshots` asks (SCREENSHOTS_DIR):
+    a test run writes nothing tracked."""
+    if directory := os.environ.get("SCREENSHOTS_DIR"):
+        page.screenshot(path=str(Path(directory) / name), **options)
 
 
 def log_in(page: Page, base_url: str, username: str) -> None:

@@ -5,7 +5,6 @@ viewer's zone, 390 px, the history page, and axe-core on every page of ours in e
 import os
 import re
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,9 +14,8 @@ from playwright.sync_api import Browser, Page, expect
 from batches.models import Batch, BatchStatus
 from tests.support import wait_until
 
-from .conftest import log_in, start_run
+from .conftest import log_in, screenshot, start_run
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 # `make test` fetches the axe-core release the reviews use (AXE_CORE_JS); without it, the one
 # axe-playwright-python ships (the e2e run's header says which).
 AXE = Axe.from_file(os.environ["AXE_CORE_JS"]) if os.environ.get("AXE_CORE_JS") else Axe()
@@ -98,6 +96,7 @@ COUNT_ANNOUNCEMENTS = """() => {
 }"""
 
 
+@pytest.mark.screenshots
 def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_true_figures(browser: Browser, scenario):
     s = scenario(tickets=2000, delay_ms="10")
     page = browser.new_context().new_page()
@@ -122,7 +121,7 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
     bar = page.get_by_role("progressbar")
     expect(bar).to_have_attribute("aria-valuetext", re.compile(r"^[\d,]+ of 2,000 tickets, \d+%$"))
     assert_accessible(page, "the event page, running")
-    page.screenshot(path=str(DOCS / "running-panel.png"))
+    screenshot(page, "running-panel.png")
 
     page.keyboard.press("Enter")  # focus is on "Cancel run"
     expect(dialog).to_contain_text("Stop this run?")
@@ -314,6 +313,7 @@ def test_at_390_px_no_page_scrolls_sideways(browser: Browser, scenario):
         assert_fits(page, url)
 
 
+@pytest.mark.screenshots
 def test_the_history_page_filters_and_pages(browser: Browser, live_server, make_finished_batch, make_user):
     alice = make_user("alice")
     for n in range(27):
@@ -327,7 +327,7 @@ def test_the_history_page_filters_and_pages(browser: Browser, live_server, make_
     expect(page.locator("tbody tr")).to_have_count(25)
     expect(page.locator("tbody tr").first).to_contain_text("Concert 26")
     assert_accessible(page, "the history page")
-    page.screenshot(path=str(DOCS / "history.png"), full_page=True)
+    screenshot(page, "history.png", full_page=True)
 
     page.get_by_role("link", name="Older").click()
     expect(page.locator("tbody tr")).to_have_count(2)
