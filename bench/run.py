@@ -596,6 +596,42 @@ def sharing(big: Event) -> None:
         Batch.objects.filter(status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(status=BatchStatus.CANCELLED)
 
 
+def per_user_shares() -> None:
+    """One user's batch beside another user's four, the fairness key per user: their rates over a window."""
+    from batches.demo.operations import ReissueTickets
+
+    bob, _ = get_user_model().objects.update_or_create(username="bench-b", defaults={"is_superuser": True})
+    events = [event_with(3_000 + n) for n in range(5)]  # five scopes of their own
+    for event in events:
+        reset(event)
+    flush_broker()
+    Worker.objects.all().delete()
+    pool = worker()
+    window = 12.0
+    try:
+        pool.start(threads=4)
+        pool.wait_ready()
+        per_user = mock.patch.object(ReissueTickets, "fairness", lambda self, params, user: (f"user:{user.pk}", 1.0))
+        with per_user:
+            alices = [start_batch(operation="reissue_tickets", data={"event_id": e.pk}, user=bench_user()).batch
+                      for e in events[:4]]  # fmt: skip
+            bobs = [start_batch(operation="reissue_tickets", data={"event_id": events[4].pk}, user=bob).batch]
+        wait_until(lambda: processed_in([b.pk for b in bobs]) > 50, timeout=60, what="the other user's batch")
+        before = processed_in([b.pk for b in alices]), processed_in([b.pk for b in bobs])
+        time.sleep(window)  # a measurement window
+        after = processed_in([b.pk for b in alices]), processed_in([b.pk for b in bobs])
+        alice_rate, bob_rate = (after[0] - before[0]) / window, (after[1] - before[1]) / window
+        report(
+            "fairness key per user, 4 threads: one user's 1 batch ÷ another's 4 batches",
+            f"{bob_rate / alice_rate:.2f} ({bob_rate:.1f} vs {alice_rate:.1f} items/s; each its own key: 0.25)",
+            "≥ 0.6",
+            bob_rate >= 0.6 * alice_rate,
+        )
+    finally:
+        pool.stop()
+        Batch.objects.filter(status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(status=BatchStatus.CANCELLED)
+
+
 def small_batch_timings(event: Event) -> tuple[float, float]:
     """Seconds from the start of a batch to its first committed progress, and to its end."""
     started = time.monotonic()
@@ -729,7 +765,7 @@ def main(argv: list[str]) -> int:
         (5, lambda: scale(million())),
         (6, fan_out),
         (7, capacity),
-        (8, lambda: sharing(million())),
+        (8, lambda: (sharing(million()), per_user_shares())),
         (9, machinery_cost),
         (10, io_bound_threads),
     ]
