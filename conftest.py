@@ -91,4 +91,4 @@ def worker_process(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerP
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.discard()
