@@ -42,6 +42,7 @@ def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+@pytest.mark.both_brokers  # the client sends on the broker too
 def test_start_and_follow_to_the_end_in_plain_lines_exits_0(worker_process, make_event, make_user):
     event = make_event(tickets=600)
     make_user("alice")

@@ -51,6 +51,7 @@ def assert_exactly_once(batch: Batch, event, total: int) -> None:
     assert batch.done_count + batch.failed_count == total and batch.skipped_count == 0
 
 
+@pytest.mark.both_brokers  # what a dead consumer leaves on the broker differs
 def test_kill_9_at_ten_random_moments_loses_nothing_and_repeats_nothing(worker_process, make_event, make_user):
     total, kills = 2400, 10
     seed = random.randrange(1_000_000)
@@ -72,6 +73,7 @@ def test_kill_9_at_ten_random_moments_loses_nothing_and_repeats_nothing(worker_p
     assert batch.recoveries == 0, "the last checkpoints reset the recovery count"
 
 
+@pytest.mark.both_brokers
 def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, make_event, make_user):
     total = 2000
     event = make_event(tickets=total)
@@ -111,6 +113,7 @@ def broker_to_restart(tmp_path) -> Iterator[tuple[dict[str, str], Callable[[], s
         yield {"BROKER_URL": proxied}, lambda: proxy.outage(3)
 
 
+@pytest.mark.both_brokers
 def test_a_broker_restart_mid_batch_loses_nothing_and_repeats_nothing(
     worker_process, make_event, make_user, broker_to_restart
 ):
@@ -175,6 +178,7 @@ def test_cancel_mid_run_stops_the_worker_within_the_bound_and_frees_the_scope(wo
     assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
 
 
+@pytest.mark.both_brokers  # a graceful stop hands messages back to the broker
 def test_a_deploy_sigterm_hands_over_at_the_next_checkpoint_and_a_new_worker_finishes(
     worker_process, make_event, make_user
 ):

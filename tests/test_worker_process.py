@@ -1,6 +1,8 @@
 """A real `rundramatiq` process on the tests' broker (Redis, or RabbitMQ with BROKER_URL) runs a batch
 to the end, each item exactly once."""
 
+import pytest
+
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import start_batch
@@ -12,6 +14,7 @@ def finished(batch: Batch) -> Batch | None:
     return batch if not batch.is_active else None
 
 
+@pytest.mark.both_brokers
 def test_a_worker_process_runs_a_batch_to_the_end_exactly_once(worker_process, make_event, make_user):
     event = make_event(tickets=600)
     worker = worker_process(threads=2, DEMO_ITEM_DELAY_MS="0", DEMO_FAIL_EVERY="97")
