@@ -9,9 +9,6 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 # RabbitMQ's default vhost and guest account (guest may log in from localhost only).
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
-# The tests that run real worker processes, run a second time on RabbitMQ.
-BROKER_TESTS := tests/test_worker_process.py tests/test_faults.py tests/test_cli.py \
-	tests/test_pool.py::test_a_killed_workers_chunks_move_again_within_ten_seconds
 ADDR ?= 127.0.0.1:8000
 # The axe-core release the accessibility reviews use, fetched from npm for the e2e suite.
 AXE_CORE_VERSION := 4.14.1
@@ -20,7 +17,7 @@ AXE_JS := $(VENV)/axe-core-$(AXE_CORE_VERSION).min.js
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: run test bench lint fmt clean
+.PHONY: run test test-passes screenshots bench lint fmt clean
 
 $(DEPS): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,16 +41,30 @@ lint: $(DEPS)
 	elif command -v docker-compose >/dev/null; then SECRET_KEY=check docker-compose config -q; \
 	else echo "docker-compose.yml not validated: no compose client here (Debian: apt-get install docker-compose)"; fi
 
-test: $(DEPS) $(AXE_JS) lint
+# Around the passes, tests/shared_services.py keeps a connection to each shared server and fails the run if
+# any was restarted or dropped it (the tests start their own Redis, or a proxy, for the faults they inject);
+# it prints the wall time.
+test: $(DEPS) $(AXE_JS)
 	bash .ci/ensure-services
+	@$(PY) -m tests.shared_services $(TEST_DATABASE_URL) $(TEST_REDIS_URL) $(TEST_BROKER_URL) -- \
+	  $(MAKE) --no-print-directory test-passes
+
+test-passes: lint
 	$(PY) manage.py makemigrations --check --dry-run
 	@echo "== Pass 1: Postgres + Redis + real worker processes + browser"
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) AXE_CORE_JS=$$(test -f $(AXE_JS) && realpath $(AXE_JS)) \
 	  $(PY) -m pytest -m "not zero_setup"
-	@echo "== Pass 1b: the worker-process, fault and terminal-client tests again, on RabbitMQ"
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(BROKER_TESTS)
+	@echo "== Pass 1b: what depends on the broker (worker processes, kills, a broker restart, a deploy's SIGTERM) again, on RabbitMQ"
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -m both_brokers tests
 	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"
 	DATABASE_URL= REDIS_URL= $(PY) -m pytest -m "both_backends or zero_setup"
+
+# The README's screenshots (docs/*.png), from the browser tests that reach those states. `make test`
+# writes nothing tracked.
+screenshots: $(DEPS)
+	bash .ci/ensure-services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) SCREENSHOTS_DIR=$(CURDIR)/docs \
+	  $(PY) -m pytest -m screenshots
 
 # Not part of `make test`: timings belong in side-by-side ratios, not in assertions.
 # `make bench ROWS="4 7"` runs only those rows (printed, bench/RESULTS.md left as it is).
