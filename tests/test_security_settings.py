@@ -54,7 +54,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message
 @pytest.mark.django_db(transaction=True)
 def test_behind_a_tls_proxy_the_production_environment_sends_hsts_and_secure_cookies(tmp_path: Path):
     env = {**PRODUCTION_ENV, "SECRET_KEY": secrets.token_urlsafe(50), "SECURE_PROXY_SSL_HEADER": "1"}
-    with web_server(tmp_path / "web.log", **env) as base:
+    with web_server(tmp_path / "web.log", workers=1, threads=2, **env) as base:
         plain_status, plain = fetch(f"{base}/accounts/login/")
         status, headers = fetch(f"{base}/accounts/login/", {"X-Forwarded-Proto": "https"})
 
