@@ -352,10 +352,15 @@ def serving(command: list[str], env: dict[str, str], port: int, log_path: Path) 
     with log_path.open("wb") as log:
         server = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        # granian listens once its first worker is up; a SIGTERM while another still boots waits out
+        # the whole kill timeout (30 s) for that one. So: every worker started.
+        workers = int(env.get("WEB_CONCURRENCY", "1")) if command == WEB_COMMAND else 0
 
         def listens() -> bool:
             assert server.poll() is None, log_path.read_text()
-            return _port_open("127.0.0.1", port)
+            text = log_path.read_text(errors="replace")
+            started = text.count("Started worker-") >= workers or "Starting granian" not in text  # logged at INFO
+            return started and _port_open("127.0.0.1", port)
 
         wait_until(listens, timeout=60, what=f"{' '.join(command[1:])} to listen")
         yield server
