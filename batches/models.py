@@ -61,10 +61,18 @@ class Batch(models.Model):
     fairness_weight = models.FloatField(default=1.0, help_text="The key's share relative to other keys.")
     max_parallel = models.PositiveIntegerField(default=1, help_text="Chunks of this batch run at once, at most.")
     worker_lost_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a worker running it was found dead and its chunks handed over."
+        null=True,
+        blank=True,
+        help_text="When a worker running it that was found dead was last heard from: the time its loss is told by.",
     )
     processed_at_loss = models.PositiveIntegerField(
         null=True, blank=True, help_text="Items processed when that worker was lost: where the run resumes."
+    )
+    resumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When that worker's chunks were handed over to run again."
+    )
+    paused_seconds = models.FloatField(
+        default=0.0, help_text="Time it stood still for want of a worker: not counted in its rate."
     )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

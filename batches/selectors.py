@@ -148,18 +148,26 @@ class Progress:
         return parts
 
 
-def progress(batch: Batch, now: datetime | None = None) -> Progress:
-    """Derived figures; no query. Skipped items (a cancel) are not counted as worked."""
+def progress(batch: Batch, now: datetime | None = None, *, moving: bool = True) -> Progress:
+    """Derived figures; no query. Skipped items (a cancel) are not counted as worked.
+
+    The rate is over the time the batch was worked: up to its last checkpoint (or its end), less
+    the time it stood still for want of a worker, so that neither a pause nor a poll between two
+    checkpoints drags it down. A time left is told only while items are `moving` (see
+    status.Condition): a countdown while nothing moves would be a lie.
+    """
     now = now or timezone.now()
     worked = batch.done_count + batch.failed_count
     total = batch.total
     percent = 100 if total == 0 else min(100, int(worked * 100 / total)) if total else 0
-    end = batch.finished_at or now
-    elapsed = end - batch.started_at if batch.started_at else None
-    seconds = elapsed.total_seconds() if elapsed else 0.0
-    rate = worked / seconds if seconds > 0 and worked else None
+    elapsed = (batch.finished_at or now) - batch.started_at if batch.started_at else None
+    rate = None
+    if batch.started_at and worked:
+        until = batch.finished_at or batch.heartbeat_at or now
+        working = (until - batch.started_at).total_seconds() - (batch.paused_seconds or 0.0)
+        rate = worked / working if working > 0 else None
     eta = None
-    if batch.is_active and rate and total is not None:
+    if moving and batch.is_active and rate and total is not None:
         eta = timedelta(seconds=round(max(0, total - batch.processed) / rate))
     return Progress(total, batch.done_count, batch.failed_count, batch.skipped_count, percent, rate, eta, elapsed)
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from . import dispatch, events
 from .items import batch_items
-from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure
+from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
 from .operations import Operation, UnknownOperation, get_operation
 
 logger = logging.getLogger(__name__)
@@ -160,9 +160,7 @@ def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int
     )
     batch_ids = sorted(held)
     if lost:
-        Batch.objects.filter(pk__in=batch_ids, status=BatchStatus.RUNNING).update(
-            worker_lost_at=now, processed_at_loss=F("done_count") + F("failed_count") + F("skipped_count")
-        )
+        _record_loss(worker_id, batch_ids, now)
         for batch_id in batch_ids:
             events.emit("worker_lost", batch_id, worker_id=worker_id, chunks=held[batch_id])
 
@@ -172,6 +170,21 @@ def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int
 
     transaction.on_commit(send, robust=True)
     return held.total()
+
+
+def _record_loss(worker_id: int, batch_ids: list[int], now: datetime) -> None:
+    """Each batch tells the loss by the time the worker was last heard from (the time its page
+    gave while no worker ran), resumes now, and leaves the time it stood still out of its rate."""
+    last_heard = Worker.objects.filter(pk=worker_id).values_list("heartbeat_at", flat=True).first() or now
+    running = Batch.objects.filter(pk__in=batch_ids, status=BatchStatus.RUNNING)
+    for batch_id, last_checkpoint in running.values_list("pk", "heartbeat_at"):
+        stood_still = max(0.0, (now - (last_checkpoint or now)).total_seconds())
+        Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING).update(
+            worker_lost_at=last_heard,
+            resumed_at=now,
+            processed_at_loss=F("done_count") + F("failed_count") + F("skipped_count"),
+            paused_seconds=F("paused_seconds") + stood_still,
+        )
 
 
 # --- checkpoints and the end ------------------------------------------------------------------

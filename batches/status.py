@@ -18,7 +18,6 @@ from django.utils import timezone
 from . import formats
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, Worker
 
-START_A_WORKER = "python manage.py rundramatiq"
 # A survivor may resume a lost worker's chunks within a fraction of a second; the notice stays at
 # least this long, so that a person whose page polls once a second reads it.
 LOST_NOTICE = timedelta(seconds=10)
@@ -38,8 +37,8 @@ _LIVENESS_SQL = {
         IntegerField(),
     ),
     "own_claims": (
-        f"SELECT COUNT(*) FROM {_CHUNK} c WHERE c.batch_id = {_BATCH}.id"
-        " AND c.claimed_by_id IS NOT NULL AND c.finished_at IS NULL",
+        f"SELECT COUNT(*) FROM {_CHUNK} c WHERE c.batch_id = {_BATCH}.id AND c.finished_at IS NULL"
+        f" AND c.claimed_by_id IN (SELECT id FROM {_WORKER} WHERE gone_at IS NULL AND heartbeat_at >= %s)",
         IntegerField(),
     ),
     "handed_over": (
@@ -68,9 +67,15 @@ def with_liveness(batches: QuerySet[Batch], now: datetime | None = None) -> Quer
 
 @dataclass(frozen=True)
 class Condition:
-    code: str  # queued, no_worker, waiting, running, worker_lost, stalled, finished, failed, cancelled
-    message: str
+    code: str  # queued, no_worker, paused, waiting, running, worker_lost, stalled, finished, failed, cancelled
+    message: str  # plain words: it is shown, announced and sent by the API as it is
     since: datetime | None = None  # when the condition began, where that is known
+    moving: bool = False  # items are being worked: a time left can be told
+
+    @property
+    def wants_a_worker(self) -> bool:
+        """Nothing runs it until a worker starts (staff are told how to start one)."""
+        return self.code in ("no_worker", "paused")
 
 
 def describe(batch: Batch, now: datetime | None = None) -> Condition:
@@ -83,11 +88,13 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
     if live_threads == 0:
         seen = getattr(batch, "last_worker_seen", None)
         since = f" since {_clock(seen)}" if seen else ""
-        return Condition(
-            "no_worker",
-            f"No worker is running{since}. This batch will start when one does: start one with `{START_A_WORKER}`.",
-            seen,
-        )
+        if batch.started_at:
+            return Condition(
+                "paused",
+                f"Paused: no worker is running{since}. It resumes from item {batch.processed + 1:,} when one starts.",
+                seen,
+            )
+        return Condition("no_worker", f"No worker is running{since}. This batch will start when one does.", seen)
     busy, threads = getattr(batch, "busy_threads", 0), live_threads or 0
     if batch.status == BatchStatus.QUEUED:
         ahead = getattr(batch, "queued_ahead", 0)
@@ -96,12 +103,15 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
         if threads and busy >= threads:
             return Condition("queued", f"Queued: every worker thread is busy ({busy} of {threads}).")
         return Condition("queued", "Queued: a worker is picking it up.")
-    if batch.worker_lost_at and (getattr(batch, "handed_over", 0) or now - batch.worker_lost_at < LOST_NOTICE):
+    waiting_for_a_thread = getattr(batch, "handed_over", 0)
+    resumed = batch.resumed_at or batch.worker_lost_at
+    if batch.worker_lost_at and (waiting_for_a_thread or (resumed and now - resumed < LOST_NOTICE)):
         return Condition(
             "worker_lost",
             f"A worker was lost at {_clock(batch.worker_lost_at)}; resuming from item "
             f"{(batch.processed_at_loss or 0) + 1:,}.",
             batch.worker_lost_at,
+            moving=not waiting_for_a_thread,
         )
     last = batch.heartbeat_at or batch.started_at
     quiet = (now - last).total_seconds() if last else 0.0
@@ -112,7 +122,7 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
             return Condition(
                 "waiting", f"Waiting for its turn: every worker thread is busy ({busy} of {threads}).", last
             )
-    return Condition("running", "Running.", batch.started_at)
+    return Condition("running", "Running.", batch.started_at, moving=True)
 
 
 def _ended(batch: Batch) -> Condition:

@@ -92,12 +92,13 @@ def panel_context(
     start button is offered: never while a batch runs, so polls stay cheap.
     """
     offer_start = batch is None or not batch.is_active
+    condition = describe(batch) if batch else None
     return {
         "op": op,
         "params": params,
         "batch": batch,
-        "progress": selectors.progress(batch) if batch else None,
-        "condition": describe(batch) if batch else None,
+        "progress": selectors.progress(batch, moving=condition.moving) if batch and condition else None,
+        "condition": condition,
         "confirmation": op.confirmation(params) if offer_start else None,
         "notice": notice,
         "error": error,

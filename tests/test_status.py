@@ -3,6 +3,7 @@ chunk claims and the worker registry, in the one query that loads the batch."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from batches import scheduler, state, status
+from batches import scheduler, selectors, state, status, workers
 from batches.models import Batch, BatchStatus, Chunk, Worker
 
 pytestmark = pytest.mark.both_backends
@@ -30,14 +31,14 @@ def worker(now, *, threads: int = 4, silent_for: float = 0, gone: bool = False) 
 
 def batch(now, *, state: str = BatchStatus.RUNNING, checkpoint_ago: float = 0.5, **fields) -> Batch:
     planned = state != BatchStatus.QUEUED
-    return Batch.objects.create(
-        operation="reissue_tickets",
-        scope_key=f"event:{Batch.objects.count() + 1}",
-        status=state,
-        total=100 if planned else None,
-        started_at=now - timedelta(minutes=1) if planned else None,
-        heartbeat_at=now - timedelta(seconds=checkpoint_ago) if planned else None,
+    fields = {
+        "total": 100 if planned else None,
+        "started_at": now - timedelta(minutes=1) if planned else None,
+        "heartbeat_at": now - timedelta(seconds=checkpoint_ago) if planned else None,
         **fields,
+    }
+    return Batch.objects.create(
+        operation="reissue_tickets", scope_key=f"event:{Batch.objects.count() + 1}", status=state, **fields
     )
 
 
@@ -50,15 +51,88 @@ def condition(batch: Batch, now, *, described_at=None) -> status.Condition:
     return status.describe(status.with_liveness(Batch.objects.filter(pk=batch.pk), now).get(), described_at or now)
 
 
-def test_no_worker_running_says_so_since_when_and_what_to_do(db, now):
+def test_no_worker_running_says_since_when_in_plain_words(db, now):
     worker(now, silent_for=120)
     queued = batch(now, state=BatchStatus.QUEUED)
-    running = batch(now)
-    for each in (queued, running):
-        said = condition(each, now)
-        assert said.code == "no_worker"
-        assert "No worker is running since" in said.message and "python manage.py rundramatiq" in said.message
-        assert said.since == now - timedelta(seconds=120)
+    said = condition(queued, now)
+    clock = timezone.localtime(now - timedelta(seconds=120)).strftime("%H:%M:%S")
+    assert said.code == "no_worker" and not said.moving
+    assert said.message == f"No worker is running since {clock}. This batch will start when one does."
+    assert said.since == now - timedelta(seconds=120)
+
+
+def test_a_started_batch_without_a_worker_is_paused_and_says_where_it_resumes(db, now):
+    dead = worker(now, silent_for=30)
+    running = batch(now, checkpoint_ago=30, done_count=1_200, failed_count=34)
+    claim(running, dead)
+    said = condition(running, now)
+    clock = timezone.localtime(dead.heartbeat_at).strftime("%H:%M:%S")
+    assert said.code == "paused" and not said.moving
+    assert said.message == f"Paused: no worker is running since {clock}. It resumes from item 1,235 when one starts."
+
+
+def test_a_lost_worker_is_told_by_one_time_before_and_after_a_worker_comes_back(db, now):
+    dead = worker(now, silent_for=30)
+    running = batch(now, checkpoint_ago=30, done_count=41)
+    claim(running, dead)
+    before = condition(running, now)
+
+    worker(now)  # one starts, and its first sweep finds the dead one
+    assert workers.sweep_dead(now) == [dead.pk]
+    after = condition(running, now)
+
+    clock = timezone.localtime(dead.heartbeat_at).strftime("%H:%M:%S")
+    assert (before.code, after.code) == ("paused", "worker_lost")
+    assert f"since {clock}." in before.message and "resumes from item 42 " in before.message
+    assert after.message == f"A worker was lost at {clock}; resuming from item 42."
+    assert before.since == after.since == dead.heartbeat_at
+
+
+def test_time_left_is_unknown_while_nothing_moves_and_the_rate_leaves_the_pause_out(db, now):
+    # 60 items in the minute up to its last checkpoint, then five minutes without a worker.
+    dead = worker(now, silent_for=300)
+    paused = batch(now, checkpoint_ago=300, done_count=60, started_at=now - timedelta(minutes=6))
+    chunk = claim(paused, dead)
+    said = condition(paused, now)
+    figures = selectors.progress(Batch.objects.get(pk=paused.pk), now, moving=said.moving)
+    assert said.code == "paused" and figures.eta is None
+    assert figures.rate == pytest.approx(1.0), "the rate it had, not one averaged over the pause"
+
+    alive = worker(now)
+    workers.sweep_dead(now)
+    # Moving again: 6 items in the 6 s after the resume.
+    Chunk.objects.filter(pk=chunk.pk).update(claimed_by=alive, handed_over_at=None)
+    Batch.objects.filter(pk=paused.pk).update(done_count=66, heartbeat_at=now + timedelta(seconds=6))
+    later = now + timedelta(seconds=6)
+    said = condition(paused, later)
+    figures = selectors.progress(Batch.objects.get(pk=paused.pk), later, moving=said.moving)
+    assert said.moving
+    assert figures.rate == pytest.approx(1.0) and figures.eta == timedelta(seconds=34)
+
+
+def test_a_poll_between_two_checkpoints_neither_lowers_the_rate_nor_counts_down(db, now):
+    pool = worker(now)
+    running = batch(now, checkpoint_ago=0, done_count=30)
+    claim(running, pool)
+    seen = [
+        selectors.progress(running, now + timedelta(seconds=s), moving=True) for s in (0, 3)
+    ]  # the next checkpoint is late
+    assert seen[0].rate == seen[1].rate == pytest.approx(0.5) and seen[0].eta == seen[1].eta
+
+
+@pytest.mark.parametrize("staff", [False, True])
+def test_how_to_start_a_worker_is_shown_to_staff_only_and_never_announced(db, now, client, make_user, staff):
+    viewer = make_user("alice", is_staff=staff)
+    client.force_login(viewer)
+    worker(now, silent_for=60)
+    running = batch(now, checkpoint_ago=60, done_count=7, created_by=viewer)
+    response = client.get(f"/batches/{running.pk}/progress/?shown=running", headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert 'data-condition="paused"' in html and "It resumes from item 8 when one starts." in html
+    assert ("<code>python manage.py rundramatiq</code>" in html) is staff
+    announced = re.search(r'data-announce="([^"]*)"', html).group(1)
+    assert "Paused: no worker is running since" in announced
+    assert not re.search(r"[<>`]|&lt;|rundramatiq", announced), "plain words only"
 
 
 def test_queued_says_how_many_batches_are_ahead_or_that_every_thread_is_busy(db, now):
@@ -87,12 +161,14 @@ def test_a_lost_worker_shows_until_its_chunks_have_moved_again_and_long_enough_t
     lost = claim(running, dead, 1)
     assert state.hand_over(dead.pk, lost=True, now=now) == 1
     said = condition(running, now)
-    assert said.code == "worker_lost" and said.since == now
+    assert said.code == "worker_lost" and said.since == dead.heartbeat_at, "told by when it was last heard from"
+    assert not said.moving, "its chunk waits for a thread"
     assert "A worker was lost at" in said.message and "resuming from item" in said.message
     # Its next checkpoint, a second later:
     Chunk.objects.filter(pk=lost.pk).update(claimed_by=alive, handed_over_at=None)
     Batch.objects.filter(pk=running.pk).update(heartbeat_at=now + timedelta(seconds=1))
-    assert condition(running, now, described_at=now + timedelta(seconds=2)).code == "worker_lost", "long enough to read"
+    shown = condition(running, now, described_at=now + timedelta(seconds=2))
+    assert shown.code == "worker_lost" and shown.moving, "long enough to read"
     assert condition(running, now, described_at=now + status.LOST_NOTICE).code == "running"
 
 

@@ -29,8 +29,17 @@ class BatchLinks(Schema):
 
 class ConditionOut(Schema):
     code: Literal[
-        "queued", "no_worker", "waiting", "running", "worker_lost", "stalled", "finished", "failed", "cancelled"
-    ] = Field(..., description="What the batch is doing now, beyond its status: e.g. no_worker, worker_lost.")
+        "queued",
+        "no_worker",
+        "paused",
+        "waiting",
+        "running",
+        "worker_lost",
+        "stalled",
+        "finished",
+        "failed",
+        "cancelled",
+    ] = Field(..., description="What the batch is doing now, beyond its status: e.g. no_worker, paused, worker_lost.")
     message: str = Field(..., description="The same in words, as the web UI shows it.")
     since: datetime | None = Field(..., description="When the condition began, where that is known.")
 

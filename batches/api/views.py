@@ -50,8 +50,8 @@ IdempotencyKey = Header(
 
 
 def batch_body(batch: Batch) -> dict[str, Any]:
-    progress = selectors.progress(batch)
     condition = describe(batch)
+    progress = selectors.progress(batch, moving=condition.moving)
     url = reverse("api:batch", args=[batch.pk])
     return {
         "id": batch.pk,

@@ -1,8 +1,7 @@
 from datetime import datetime, timedelta
 
 from django import template
-from django.utils.html import escape, format_html
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
 
 from batches import formats
 
@@ -13,15 +12,6 @@ register = template.Library()
 def duration(value: timedelta | None) -> str:
     """A short human duration: 45s, 3m 05s, 2h 04m."""
     return formats.duration(value)
-
-
-@register.filter
-def code_spans(text: str) -> str:
-    """`command` in a message becomes <code>command</code>; everything else is escaped."""
-    parts = str(text).split("`")
-    return mark_safe(
-        "".join(f"<code>{escape(part)}</code>" if index % 2 else escape(part) for index, part in enumerate(parts))
-    )
 
 
 @register.filter
