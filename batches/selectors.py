@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from . import shown_batch
 from .items import batch_items
 from .models import Batch, ItemFailure
 from .operations import Operation, UnknownOperation, all_operations, get_operation, label_of
@@ -19,7 +20,7 @@ from .status import with_liveness
 
 def fresh(batch: Batch) -> Batch:
     """The batch read again as views show it, after a change (start, cancel, retry)."""
-    return shown_batches().filter(pk=batch.pk).first() or batch
+    return shown_batch.load(batch.pk) or batch
 
 
 def shown_batches() -> QuerySet[Batch]:
@@ -43,11 +44,8 @@ def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
     """One query: the batch with who started it and what the workers are doing about it (see
     batches.status), or None when it is missing or not the user's to see."""
-    try:
-        batch = shown_batches().get(pk=batch_id)
-    except Batch.DoesNotExist:
-        return None
-    return batch if may_view(user, batch) else None
+    batch = shown_batch.load(batch_id)
+    return batch if batch is not None and may_view(user, batch) else None
 
 
 def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:

@@ -26,7 +26,7 @@ LOST_NOTICE = timedelta(seconds=10)
 _BATCH, _CHUNK, _WORKER = (model._meta.db_table for model in (Batch, Chunk, Worker))
 # Hand-written, so that a poll pays for neither building nor compiling six ORM subqueries (2 ms of
 # a 4 ms poll): each is a scalar subquery of the one SELECT that loads the batch.
-_LIVENESS_SQL = {
+LIVENESS_SQL = {
     "live_threads": (
         f"SELECT COALESCE(SUM(threads), 0) FROM {_WORKER} WHERE gone_at IS NULL AND heartbeat_at >= %s",
         IntegerField(),
@@ -60,7 +60,7 @@ def with_liveness(batches: QuerySet[Batch], now: datetime | None = None) -> Quer
     return batches.annotate(
         **{
             name: RawSQL(f"({sql})", [alive_since] if "%s" in sql else [], output_field=field)
-            for name, (sql, field) in _LIVENESS_SQL.items()
+            for name, (sql, field) in LIVENESS_SQL.items()
         }
     )
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from batches import scheduler, selectors, state, status, workers
+from batches import scheduler, selectors, shown_batch, state, status, workers
 from batches.models import Batch, BatchStatus, Chunk, Worker
 
 pytestmark = pytest.mark.both_backends
@@ -244,3 +244,24 @@ def test_a_runner_beyond_max_parallel_ends_instead_of_running_a_chunk_more(db, n
     assert scheduler.verdict(running.pk) is scheduler.Verdict.ENOUGH
     Chunk.objects.filter(batch=running, index=1).update(claimed_by=None)
     assert scheduler.verdict(running.pk) is scheduler.Verdict.GO
+
+
+def test_the_one_batch_read_gives_what_the_orm_query_gives_in_one_query(db, now, make_user):
+    alice = make_user("alice")
+    pool, dead = worker(now), worker(now, silent_for=30)
+    running = batch(now, created_by=alice, cancelled_by=alice, params={"event_id": 7}, worker_lost_at=now)
+    claim(running, pool, 0)
+    claim(running, dead, 1)
+    batch(now, state=BatchStatus.QUEUED)
+    expected = selectors.shown_batches().get(pk=running.pk)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(2):  # prepared once per connection (Postgres), then only executed
+            loaded = shown_batch.load(running.pk)
+    assert len(queries) == 2
+    fields = [field.attname for field in Batch._meta.concrete_fields]
+    assert [getattr(loaded, name) for name in fields] == [getattr(expected, name) for name in fields]
+    assert loaded.created_by == loaded.cancelled_by == alice and loaded.created_by.get_username() == "alice"
+    for name in status.LIVENESS_SQL:
+        assert getattr(loaded, name) == getattr(expected, name), name
+    assert loaded.live_threads == 4 and loaded.own_claims == 1, "the dead worker's claim is not a live one"
+    assert shown_batch.load(running.pk + 100) is None and shown_batch.load(2**70) is None
