@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from . import error_pages, formats, selectors
+from . import error_pages, formats, live_cache, selectors
 from .models import Batch
 from .operations import Operation, UnknownOperation, get_operation
 from .services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
@@ -332,7 +332,7 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
     context = panel_context(_operation_of(batch), batch.params, batch)
     if batch.is_active and request.GET.get("shown") == batch.status:
-        return render(request, LIVE_TEMPLATE, {**context, "live_only": True})
+        return HttpResponse(live_cache.render(request, LIVE_TEMPLATE, {**context, "live_only": True}))
     response = render(request, PANEL_TEMPLATE, {**context, "fragment": True})
     return _with_ended_event(reswap(retarget(response, f"#panel-{batch.operation}"), "outerHTML"), batch)
 

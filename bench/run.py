@@ -297,6 +297,8 @@ def start_latency(big: Event) -> None:
 # --- 4. polling cost, and 7. capacity ------------------------------------------------------
 POLLERS = 200
 TARGET_MS = 50
+# A poll should cost about what any signed-in page costs: the session and the user it must load.
+POLL_OVER_FLOOR = 1.5
 
 
 def poll_target() -> tuple[str, str]:
@@ -358,6 +360,13 @@ def polling_cost() -> None:
     report(
         f"{POLLERS} pollers, the cheapest signed-in page (session + user, no template), {pollers.ADOPTED.name}",
         floor.summary,
+    )
+    ratio = loads[pollers.ADOPTED].p50 / floor.p50
+    report(
+        f"{POLLERS} pollers, the progress poll's p50 ÷ the cheapest signed-in page's, {pollers.ADOPTED.name}",
+        f"{ratio:.2f} ({loads[pollers.ADOPTED].p50:.1f} ms vs {floor.p50:.1f} ms)",
+        f"≤ {POLL_OVER_FLOOR}",
+        ratio <= POLL_OVER_FLOOR,
     )
     winner, runner_up = sorted(loads, key=lambda contender: (loads[contender].errors, loads[contender].p99))
     for contender, place in ((winner, "winner"), (runner_up, "runner-up")):

@@ -265,3 +265,21 @@ def test_the_one_batch_read_gives_what_the_orm_query_gives_in_one_query(db, now,
         assert getattr(loaded, name) == getattr(expected, name), name
     assert loaded.live_threads == 4 and loaded.own_claims == 1, "the dead worker's claim is not a live one"
     assert shown_batch.load(running.pk + 100) is None and shown_batch.load(2**70) is None
+
+
+def test_shared_poll_answers_show_each_change_at_once_and_only_to_whom_it_is_for(db, now, client, make_user):
+    alice, staff = make_user("alice"), make_user("sam", is_staff=True)
+    worker(now, silent_for=60)
+    paused = batch(now, checkpoint_ago=60, done_count=7, created_by=alice)
+    url = f"/batches/{paused.pk}/progress/?shown=running"
+
+    def poll(user) -> str:
+        client.force_login(user)
+        return client.get(url, headers={"HX-Request": "true"}).content.decode()
+
+    first = poll(alice)
+    assert 'data-figure="done">7<' in first and poll(alice) == first
+    assert "rundramatiq" in poll(staff) and "rundramatiq" not in poll(alice)
+    Batch.objects.filter(pk=paused.pk).update(done_count=8, heartbeat_at=now)
+    moved = poll(alice)
+    assert 'data-figure="done">8<' in moved and "It resumes from item 9 when one starts." in moved
