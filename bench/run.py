@@ -299,6 +299,7 @@ POLLERS = 200
 TARGET_MS = 50
 # A poll should cost about what any signed-in page costs: the session and the user it must load.
 POLL_OVER_FLOOR = 1.5
+FLOOR_ROUNDS = 3
 
 
 def poll_target() -> tuple[str, str]:
@@ -354,17 +355,32 @@ def polling_cost() -> None:
             with pollers.serve(contender, Path(tmp), **SERVER_ENV) as (base, pid):
                 pollers.warm_up(script, base + poll, pid)
                 if contender is pollers.ADOPTED:
-                    floor = pollers.load(script, base + "/bench/signed-in/", POLLERS, pid)
-                loads[contender] = pollers.load(script, base + poll, POLLERS, pid)
+                    # The page and the poll in turn, a few times: on a shared machine the load
+                    # moves within a minute, and a ratio of two loads taken apart moves with it.
+                    rounds = [
+                        (
+                            pollers.load(script, base + "/bench/signed-in/", POLLERS, pid),
+                            pollers.load(script, base + poll, POLLERS, pid),
+                        )
+                        for _ in range(FLOOR_ROUNDS)
+                    ]
+                    floor, loads[contender] = sorted(rounds, key=lambda pair: pair[1].p50 / pair[0].p50)[
+                        len(rounds) // 2
+                    ]
+                else:
+                    loads[contender] = pollers.load(script, base + poll, POLLERS, pid)
                 held_connections[contender] = database_connections()
     report(
         f"{POLLERS} pollers, the cheapest signed-in page (session + user, no template), {pollers.ADOPTED.name}",
         floor.summary,
     )
     ratio = loads[pollers.ADOPTED].p50 / floor.p50
+    ratios = ", ".join(f"{poll_load.p50 / floor_load.p50:.2f}" for floor_load, poll_load in rounds)
     report(
-        f"{POLLERS} pollers, the progress poll's p50 ÷ the cheapest signed-in page's, {pollers.ADOPTED.name}",
-        f"{ratio:.2f} ({loads[pollers.ADOPTED].p50:.1f} ms vs {floor.p50:.1f} ms)",
+        f"{POLLERS} pollers, the progress poll's p50 ÷ the cheapest signed-in page's, {pollers.ADOPTED.name},"
+        f" the median of {FLOOR_ROUNDS} rounds in turn",
+        f"{ratio:.2f} ({loads[pollers.ADOPTED].p50:.1f} ms vs {floor.p50:.1f} ms; rounds: {ratios});"
+        f" web CPU per request {cpu_ms(loads[pollers.ADOPTED]):.2f} ms vs {cpu_ms(floor):.2f} ms",
         f"≤ {POLL_OVER_FLOOR}",
         ratio <= POLL_OVER_FLOOR,
     )
@@ -377,6 +393,11 @@ def polling_cost() -> None:
             f"p99 < {TARGET_MS} ms" if adopted else "",
             within_target(loads[contender]) if adopted else None,
         )
+
+
+def cpu_ms(load: pollers.Load) -> float:
+    """The web server's CPU time per answered request: less swayed by a busy machine than latency."""
+    return load.server_cores * load.seconds * 1000 / max(load.requests, 1)
 
 
 def capacity() -> None:
