@@ -1,8 +1,9 @@
 """What a batch is doing, in words a person can act on, derived from facts only.
 
 `with_liveness` annotates a batch query with what the worker registry and the chunk claims say,
-as scalar subqueries of the same SELECT, so the poll still costs one query for the batch.
-`describe` turns the annotated row into a Condition: the same wherever a batch is shown.
+as scalar subqueries of the same SELECT (batches.shown_batch reads one batch with the same
+subqueries, prepared), so the poll still costs one query for the batch. `describe` turns the
+annotated row into a Condition: the same wherever a batch is shown.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ LOST_NOTICE = timedelta(seconds=10)
 
 
 _BATCH, _CHUNK, _WORKER = (model._meta.db_table for model in (Batch, Chunk, Worker))
-# Hand-written, so that a poll pays for neither building nor compiling six ORM subqueries (2 ms of
-# a 4 ms poll): each is a scalar subquery of the one SELECT that loads the batch.
+# Hand-written, so that a poll pays for neither building nor compiling six ORM subqueries: each is
+# a scalar subquery of the one SELECT that loads the batch. A claim counts only while its worker
+# is alive: a dead worker's claim, not yet handed over, is no worker at work on the batch.
 LIVENESS_SQL = {
     "live_threads": (
         f"SELECT COALESCE(SUM(threads), 0) FROM {_WORKER} WHERE gone_at IS NULL AND heartbeat_at >= %s",
