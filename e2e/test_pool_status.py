@@ -72,7 +72,7 @@ def test_the_only_worker_killed_pauses_the_run_truthfully_and_one_time_tells_the
     only.kill()
     paused = page.locator('[data-condition="paused"]')
     told = re.compile(
-        r"Paused: no worker is running since (\d\d:\d\d:\d\d)\. It resumes from item ([\d,]+) when one starts\."
+        r"Paused: no worker is running since (\d\d:\d\d:\d\d [A-Z]+)\. It resumes from item ([\d,]+) when one starts\."
     )
     expect(paused).to_contain_text(told, timeout=15_000)
     since, resumes_from = told.search(paused.inner_text()).groups()

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from batches import scheduler, selectors, shown_batch, state, status, workers
+from batches import formats, scheduler, selectors, shown_batch, state, status, workers
 from batches.models import Batch, BatchStatus, Chunk, Worker
 
 pytestmark = pytest.mark.both_backends
@@ -55,7 +55,7 @@ def test_no_worker_running_says_since_when_in_plain_words(db, now):
     worker(now, silent_for=120)
     queued = batch(now, state=BatchStatus.QUEUED)
     said = condition(queued, now)
-    clock = timezone.localtime(now - timedelta(seconds=120)).strftime("%H:%M:%S")
+    clock = formats.clock(now - timedelta(seconds=120), seconds=True)
     assert said.code == "no_worker" and not said.moving
     assert said.message == f"No worker is running since {clock}. This batch will start when one does."
     assert said.since == now - timedelta(seconds=120)
@@ -66,7 +66,7 @@ def test_a_started_batch_without_a_worker_is_paused_and_says_where_it_resumes(db
     running = batch(now, checkpoint_ago=30, done_count=1_200, failed_count=34)
     claim(running, dead)
     said = condition(running, now)
-    clock = timezone.localtime(dead.heartbeat_at).strftime("%H:%M:%S")
+    clock = formats.clock(dead.heartbeat_at, seconds=True)
     assert said.code == "paused" and not said.moving
     assert said.message == f"Paused: no worker is running since {clock}. It resumes from item 1,235 when one starts."
 
@@ -81,7 +81,7 @@ def test_a_lost_worker_is_told_by_one_time_before_and_after_a_worker_comes_back(
     assert workers.sweep_dead(now) == [dead.pk]
     after = condition(running, now)
 
-    clock = timezone.localtime(dead.heartbeat_at).strftime("%H:%M:%S")
+    clock = formats.clock(dead.heartbeat_at, seconds=True)
     assert (before.code, after.code) == ("paused", "worker_lost")
     assert f"since {clock}." in before.message and "resumes from item 42 " in before.message
     assert after.message == f"A worker was lost at {clock}; resuming from item 42."
