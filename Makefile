@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEPS := $(VENV)/.deps-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# The lock files: every package, transitive ones included, pinned with its hashes. requirements.txt (the
+# image's) and requirements-dev.txt (the tools and tests on top) are their inputs: `make lock` after editing those.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet
+DEPS := $(VENV)/.deps-$(shell cat $(DEV_LOCK) | cksum | cut -d' ' -f1)
 
 # The tests talk to real services; these are the machine-local defaults.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches
@@ -17,13 +22,33 @@ AXE_JS := $(VENV)/axe-core-$(AXE_CORE_VERSION).min.js
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batches_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: run test test-passes screenshots bench lint fmt clean
+.PHONY: run test test-passes screenshots bench lint fmt clean lock env
 
-$(DEPS): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	@rm -f $(VENV)/.deps-* && touch $@
+# The virtualenv holds what the dev lock pins and nothing else: made anew whenever the lock changes.
+$(DEPS): $(DEV_LOCK)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	@touch $@
+
+# The lock files from their inputs; the pins already there are kept unless an input asks for another
+# version. `make lock UPGRADE=1`: every package at its newest release that the inputs allow.
+lock: $(DEPS)
+	$(VENV)/bin/uv pip compile requirements.txt $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	$(VENV)/bin/uv pip compile requirements-dev.txt -c $(LOCK) $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o $(DEV_LOCK)
+
+# .env for docker compose: .env.example with a new SECRET_KEY and Postgres password. An existing .env is
+# kept; only a value it lacks is generated.
+env:
+	@test -f .env || cp .env.example .env
+	@for name in SECRET_KEY POSTGRES_PASSWORD; do \
+	  grep -q "^$$name=." .env && continue; \
+	  value=$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))'); \
+	  if grep -q "^$$name=" .env; then sed -i "s/^$$name=.*/$$name=$$value/" .env; \
+	  else [ -z "$$(tail -c1 .env)" ] || echo >> .env; echo "$$name=$$value" >> .env; fi; \
+	  echo "$$name generated in .env"; \
+	done
+	@echo ".env is ready: docker compose up -d"
 
 $(AXE_JS): | $(DEPS)
 	@(cd $(VENV) && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null 2>&1 \
@@ -37,8 +62,8 @@ run: $(DEPS)
 lint: $(DEPS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@if docker compose version >/dev/null 2>&1; then SECRET_KEY=check docker compose config -q; \
-	elif command -v docker-compose >/dev/null; then SECRET_KEY=check docker-compose config -q; \
+	@if docker compose version >/dev/null 2>&1; then docker compose config -q; \
+	elif command -v docker-compose >/dev/null; then docker-compose config -q; \
 	else echo "docker-compose.yml not validated: no compose client here (Debian: apt-get install docker-compose)"; fi
 
 # Around the passes, tests/shared_services.py keeps a connection to each shared server and fails the run if
