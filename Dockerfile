@@ -8,8 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STATIC_ROOT=/app/staticfiles
 
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# Exactly the packages of the lock file, each checked against its hashes (`make lock` updates it).
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 COPY manage.py ./
 COPY site_config ./site_config
@@ -18,7 +19,11 @@ COPY templates ./templates
 COPY static ./static
 # collectstatic needs a key to import the settings; it is not the one the app runs with.
 RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
-    && useradd --system --uid 10001 --home-dir /app app
+    && useradd --system --uid 10001 --home-dir /app app \
+    && mkdir /data && chown app:app /data && chmod 0700 /data
+# The app's writable directory (/app is root's): the SECRET_KEY generated when none is set and, without
+# DATABASE_URL, the SQLite database. Mount a volume there to keep them (`docker run -v batches-data:/data`).
+ENV DATA_DIR=/data
 USER app
 
 # 8000: the web server (/healthz, /readyz, /metrics); 9191: a worker's Dramatiq exporter (DRAMATIQ_PROMETHEUS=1).

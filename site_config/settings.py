@@ -31,16 +31,38 @@ def env_list(name: str, default: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
-def local_secret_key() -> str:
-    """A per-checkout key for the zero-setup default; production sets SECRET_KEY."""
-    path = BASE_DIR / ".secret_key"
+# What the app writes besides its database server: the generated key below and the zero-setup SQLite
+# file. The checkout by default; the image sets /data (its /app is root's, the app runs as uid 10001).
+DATA_DIR = Path(os.environ.get("DATA_DIR") or BASE_DIR)
+
+
+def writable_data_dir(what: str) -> Path:
+    if not os.access(DATA_DIR, os.W_OK | os.X_OK):
+        raise ImproperlyConfigured(
+            f"{what}, and DATA_DIR ({DATA_DIR}) is not a directory this user (uid {os.getuid()}) can write to. "
+            "Mount a writable volume there (docker run -v batches-data:/data ...) or set DATA_DIR."
+        )
+    return DATA_DIR
+
+
+def generated_secret_key() -> str:
+    """A key made once and kept in DATA_DIR, for when SECRET_KEY is not set: the zero-setup default, and
+    containers that share the data volume (docker-compose.yml)."""
+    path = writable_data_dir("SECRET_KEY is not set") / ".secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(50))
+        draft.chmod(0o600)
+        try:
+            path.hardlink_to(draft)  # atomic, and only one of two processes starting together wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key()
+SECRET_KEY = os.environ.get("SECRET_KEY") or generated_secret_key()
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -106,9 +128,11 @@ TEMPLATES = [
     },
 ]
 
+if not os.environ.get("DATABASE_URL"):
+    writable_data_dir("DATABASE_URL is not set, so the database is a SQLite file in DATA_DIR")
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
         # Persistent connections on Postgres: a poll then costs no connection set-up (6 ms of 10).
         # Each web thread and worker thread keeps one: see site_config/web_server.py for the sizing.
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60" if os.environ.get("DATABASE_URL") else "0")),

@@ -38,6 +38,7 @@ What replaces gunicorn's settings:
 from __future__ import annotations
 
 import os
+import sys
 
 from granian.constants import Interfaces
 from granian.http import HTTP1Settings
@@ -67,5 +68,35 @@ def server() -> Server:
     )
 
 
+def preflight() -> None:
+    """The settings loaded once here, so that what is missing is said in a sentence rather than as a
+    traceback from each worker process (which granian would start again and again); the zero-setup
+    SQLite file migrated, so that `docker run` of the image alone serves."""
+    import django
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_config.settings")
+    try:
+        django.setup()
+    except ImproperlyConfigured as error:
+        sys.exit(f"Not configured: {error}")
+
+    from django.core.management import call_command
+    from django.db import connections
+
+    if not os.environ.get("DATABASE_URL"):
+        print(f"No DATABASE_URL: the database is SQLite in {settings.DATA_DIR}, migrated now.", file=sys.stderr)
+        call_command("migrate", interactive=False, verbosity=0)
+    if settings.BROKER_KIND == "stub":
+        print(
+            "No REDIS_URL or BROKER_URL: batches are accepted but no worker runs them. Give this server and a "
+            "`python manage.py rundramatiq` worker a broker (docker-compose.yml does), or use `make run`.",
+            file=sys.stderr,
+        )
+    connections.close_all()
+
+
 if __name__ == "__main__":
+    preflight()
     server().serve()
