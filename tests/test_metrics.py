@@ -117,18 +117,25 @@ def test_served_to_a_scraper_by_its_service_name_over_plain_http(client, setting
     scrape(client, HTTP_HOST="web:8000")
 
 
-def test_the_monitoring_profile_scrapes_the_web_and_the_workers_it_may():
+def test_the_monitoring_file_scrapes_the_web_and_the_workers_it_may():
     compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
-    prometheus = compose["services"]["prometheus"]
+    monitoring = yaml.safe_load((BASE_DIR / "docker-compose.monitoring.yml").read_text())
+    prometheus = monitoring["services"]["prometheus"]
     scrape_configs = yaml.safe_load((BASE_DIR / "monitoring" / "prometheus.yml").read_text())["scrape_configs"]
     jobs = {job["job_name"]: job for job in scrape_configs}
 
-    assert prometheus["profiles"] == ["monitoring"]
     assert jobs["batches-web"]["static_configs"][0]["targets"] == ["web:8000"]
     assert jobs["batches-worker"]["dns_sd_configs"][0] == {"names": ["worker"], "type": "A", "port": 9191}
     assert compose["services"]["worker"]["environment"]["DRAMATIQ_PROMETHEUS"] == "1"
-    # The web lets Prometheus' fixed address in, and nothing else of the network (not its gateway).
-    allowed = compose["services"]["web"]["environment"]["METRICS_ALLOWED_ADDRESSES"].split(",")
-    assert prometheus["networks"]["default"]["ipv4_address"] in allowed
-    gateway = compose["networks"]["default"]["ipam"]["config"][0]["subnet"].replace("0.0/16", "0.1")
-    assert gateway not in allowed and not any("/" in entry for entry in allowed)
+    # Prometheus reaches both on its network, which they join only with the monitoring file.
+    assert list(prometheus["networks"]) == ["monitoring"]
+    assert "monitoring" in monitoring["services"]["web"]["networks"]
+    assert "monitoring" in monitoring["services"]["worker"]["networks"]
+    # Without it the web lets loopback alone in; with it, Prometheus' fixed address and nothing else of
+    # the network (not its gateway, through which a proxy on the host forwards outside requests).
+    assert compose["services"]["web"]["environment"]["METRICS_ALLOWED_ADDRESSES"] == "127.0.0.1,::1"
+    allowed = monitoring["services"]["web"]["environment"]["METRICS_ALLOWED_ADDRESSES"].split(",")
+    address = prometheus["networks"]["monitoring"]["ipv4_address"]
+    assert address in allowed and allowed == ["127.0.0.1", "::1", address]
+    assert address == "${PROMETHEUS_ADDRESS:-172.28.0.250}"
+    assert monitoring["networks"]["monitoring"]["ipam"]["config"][0]["subnet"] == "${MONITORING_SUBNET:-172.28.0.0/16}"
