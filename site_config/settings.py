@@ -48,18 +48,24 @@ def writable_data_dir(what: str) -> Path:
 def generated_secret_key() -> str:
     """A key made once and kept in DATA_DIR, for when SECRET_KEY is not set: the zero-setup default, and
     containers that share the data volume (docker-compose.yml)."""
-    path = writable_data_dir("SECRET_KEY is not set") / ".secret_key"
+    path = DATA_DIR / ".secret_key"
     if not path.exists():
-        draft = path.with_name(f".secret_key.{os.getpid()}")
-        draft.write_text(secrets.token_urlsafe(50))
-        draft.chmod(0o600)
+        draft = writable_data_dir("SECRET_KEY is not set") / f".secret_key.{secrets.token_hex(8)}"
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(50))
         try:
             path.hardlink_to(draft)  # atomic, and only one of two processes starting together wins
         except FileExistsError:
             pass
         finally:
             draft.unlink()
-    return path.read_text().strip()
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set, and the key kept in {path} cannot be read by this user (uid {os.getuid()}): "
+            f"{error.strerror}. Set SECRET_KEY, or give the file to this user."
+        ) from None
 
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or generated_secret_key()
