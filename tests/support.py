@@ -98,14 +98,6 @@ class RedisServer:
         assert self.process is not None and self.process.poll() is None, (self.directory / "redis.log").read_text()
         return _port_open("127.0.0.1", self.port)
 
-    def discard(self) -> None:
-        """The test is over: SIGKILL what is left of the worker rather than wait seconds for a graceful
-        stop nobody checks (the next test flushes the broker; the fault tests check the graceful stop)."""
-        if self.process and self.process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
