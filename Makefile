@@ -78,7 +78,7 @@ test-passes: lint
 	$(PY) manage.py makemigrations --check --dry-run
 	@echo "== Pass 1: Postgres + Redis + real worker processes + browser"
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) AXE_CORE_JS=$$(test -f $(AXE_JS) && realpath $(AXE_JS)) \
-	  $(PY) -m pytest -m "not zero_setup"
+	  $(PY) -m pytest -m "not zero_setup" --durations=15
 	@echo "== Pass 1b: what depends on the broker (worker processes, kills, a broker restart, a deploy's SIGTERM) again, on RabbitMQ"
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -m both_brokers tests
 	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"
