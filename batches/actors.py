@@ -7,7 +7,7 @@ queue: a FIFO queue of short turns is round robin between batches (batches/sched
 
 import dramatiq
 
-from . import dispatch, engine, state
+from . import dispatch, engine, state, workers
 from .models import BatchStatus
 
 # A runner works for at most BATCHES_MESSAGE_SECONDS and then hands over to a fresh message, so
@@ -25,7 +25,7 @@ _WAIT_MS = 500
 
 @dramatiq.actor(actor_name=dispatch.PLAN, queue_name=dispatch.QUEUE, **_RETRYING)
 def plan_batch(batch_id: int) -> None:
-    runners = state.plan(batch_id)
+    runners = state.plan(batch_id, planner=workers.me.worker_id)
     if runners > 1:
         dispatch.run(batch_id, count=runners - 1)
     if runners:

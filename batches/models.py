@@ -74,6 +74,11 @@ class Batch(models.Model):
     paused_seconds = models.FloatField(
         default=0.0, help_text="Time it stood still for want of a worker: not counted in its rate."
     )
+    planning_worker = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The registry's id of the worker that last began planning it: re-planned at once if that one dies.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

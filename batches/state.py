@@ -63,11 +63,15 @@ def create(
     return batch
 
 
-def plan(batch_id: int) -> int:
+def plan(batch_id: int, planner: int | None = None) -> int:
     """Snapshot a queued batch's items into chunks; return how many runners it should have.
 
-    Safe to run again: a batch that is already running just reports its runners.
+    Safe to run again: a batch that is already running just reports its runners. `planner`, the
+    registry's id of the worker planning it, is committed first, on its own: should that worker die
+    mid-plan (its transaction rolled back), the registry re-plans the batch at once (`replan_for`).
     """
+    if planner is not None:
+        Batch.objects.filter(pk=batch_id, status=BatchStatus.QUEUED).update(planning_worker=planner)
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
         if batch is None:
@@ -78,6 +82,25 @@ def plan(batch_id: int) -> int:
         if batch.status != BatchStatus.RUNNING:
             return 0
         return _runners_for(batch)
+
+
+def replan_for(worker_id: int) -> list[int]:
+    """Send a plan message for every batch still queued whose planning began on this (dead) worker;
+    their ids. A plain read, so that it never waits on the dead worker's locks: the new plan waits
+    for the batch row itself, and plans it exactly once (or finds it planned)."""
+    batch_ids = list(
+        Batch.objects.filter(status=BatchStatus.QUEUED, planning_worker=worker_id).values_list("pk", flat=True)
+    )
+
+    def send() -> None:
+        for batch_id in batch_ids:
+            dispatch.plan(batch_id)
+
+    if batch_ids:
+        transaction.on_commit(send, robust=True)
+        for batch_id in batch_ids:
+            events.emit("resumed", batch_id, action="replanned", worker_lost=worker_id)
+    return batch_ids
 
 
 def _runners_for(batch: Batch) -> int:

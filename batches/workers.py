@@ -113,7 +113,14 @@ def sweep_dead(now: datetime | None = None) -> list[int]:
         with transaction.atomic():
             if Worker.objects.filter(pk=worker_id, gone_at__isnull=True).update(gone_at=now, gone_reason=reason):
                 handed = state.hand_over(worker_id, lost=True, now=now)
-                logger.warning("Worker #%s declared dead (%s); %s chunk(s) handed over.", worker_id, reason, handed)
+                replanned = state.replan_for(worker_id)
+                logger.warning(
+                    "Worker #%s declared dead (%s); %s chunk(s) handed over, %s batch(es) sent to be planned again.",
+                    worker_id,
+                    reason,
+                    handed,
+                    len(replanned),
+                )
                 declared.append(worker_id)
     return declared
 
