@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from types import ModuleType
+from collections.abc import Callable
+from types import FrameType, ModuleType
 
 import dramatiq
 from django.conf import settings
@@ -15,6 +17,12 @@ from dramatiq.middleware import Middleware
 from . import worker_metrics
 
 logger = logging.getLogger(__name__)
+
+# A second stop signal this soon after the first is the same request: a signal to the whole process
+# group (systemd's KillMode=control-group, a supervisor's killpg) reaches a worker process twice, from
+# the group and forwarded by Dramatiq's main process, and Dramatiq takes a second one as "kill now".
+SAME_STOP_SECONDS = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def _engine_side() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
@@ -37,6 +45,7 @@ class WorkerLifecycle(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         _, _, workers, _ = _engine_side()
+        graceful_stop_signals()
         # Take only the messages this process can run now (Dramatiq prefetches twice its threads):
         # a runner waiting in a busy process's cache would starve while another process sits idle.
         worker.queue_prefetch = worker.worker_threads
@@ -96,3 +105,34 @@ class WorkerLifecycle(Middleware):
                 connections.close_all()
             if self._stop.wait(settings.BATCHES_SWEEP_SECONDS):
                 return
+
+
+def graceful_stop_signals() -> None:
+    """However the stop comes (SIGTERM, SIGHUP, SIGQUIT; once or twice), this worker process stops the
+    way Dramatiq stops on one SIGTERM: its chunks hand over at their next checkpoint, it leaves the
+    registry and exits 0. A repeat more than SAME_STOP_SECONDS later still forces the exit (Dramatiq's
+    "Killing worker process...", for an operator who will not wait). Only where Dramatiq's CLI has
+    put its own handler, in the process's main thread (not under a test's in-process worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    dramatiq_stop = signal.getsignal(signal.SIGTERM)
+    if not callable(dramatiq_stop):
+        return
+    handler = _StopOnce(dramatiq_stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+class _StopOnce:
+    def __init__(self, dramatiq_stop: Callable[[int, FrameType | None], object]) -> None:
+        self._dramatiq_stop = dramatiq_stop
+        self._first: float | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        elif now - self._first < SAME_STOP_SECONDS:
+            logger.info("%s again: the stop under way goes on.", signal.Signals(signum).name)
+            return
+        self._dramatiq_stop(signum, frame)

@@ -84,8 +84,8 @@ INSTALLED_APPS = [
     "ninja",
     "axes",
     "csp",
+    "batches",  # before django_dramatiq: its `rundramatiq` wraps django_dramatiq's
     "django_dramatiq",
-    "batches",
     "batches.throttle",
     "batches.demo",
 ]

@@ -1,0 +1,97 @@
+"""A worker stopped by a signal, whichever way it comes (to the whole process group as systemd's
+KillMode=control-group sends it, or to Dramatiq's main process as `docker stop` does; SIGTERM, SIGINT,
+SIGQUIT): one clean hand-over, exit 0, its registry row marked stopped, and the other worker carries on
+with every ticket exactly once. How soon the stopped worker's chunks move again is printed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from batches.demo.models import Ticket
+from batches.models import Batch, BatchStatus, Chunk, Worker
+from batches.services import start_batch
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.both_brokers]  # a graceful stop hands messages back to the broker
+
+
+def refreshed(batch: Batch) -> Batch:
+    batch.refresh_from_db()
+    return batch
+
+
+def registered(count: int) -> list[int]:
+    def live() -> list[int]:
+        ids = list(Worker.objects.filter(gone_at__isnull=True).values_list("pk", flat=True))
+        return sorted(ids) if len(ids) >= count else []
+
+    return wait_until(live, timeout=60, what=f"{count} registered worker(s)")
+
+
+def held_chunks(worker_id: int) -> dict[int, int]:
+    return {pk: cursor or 0 for pk, cursor in Chunk.objects.filter(claimed_by=worker_id).values_list("pk", "cursor")}
+
+
+def moved_again(chunks: dict[int, int]) -> bool:
+    rows = {pk: (cursor or 0, finished) for pk, cursor, finished in
+            Chunk.objects.filter(pk__in=chunks).values_list("pk", "cursor", "finished_at")}  # fmt: skip
+    return all(rows[pk][1] is not None or rows[pk][0] > cursor for pk, cursor in chunks.items())
+
+
+@pytest.mark.parametrize(
+    ("to", "signum"),
+    [
+        ("group", signal.SIGTERM),
+        ("group", signal.SIGINT),
+        ("group", signal.SIGQUIT),
+        ("main", signal.SIGTERM),
+        ("main", signal.SIGINT),
+        ("main", signal.SIGQUIT),
+    ],
+    ids=lambda value: value.name if isinstance(value, signal.Signals) else value,
+)
+def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_event, make_user, to, signum):
+    total = 2_000
+    event = make_event(tickets=total)
+    env = {"DEMO_ITEM_DELAY_MS": "5", "BATCHES_MESSAGE_SECONDS": "600"}  # no message ends on its own meanwhile
+    stopped = worker_process(**env)
+    (stopped_id,) = registered(1)
+    worker_process(**env)
+    registered(2)
+    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    wait_until(lambda: held_chunks(stopped_id) and refreshed(batch).processed > 100, timeout=60, what="work")
+
+    held = held_chunks(stopped_id)
+    assert stopped.process is not None
+    signalled_at = time.monotonic()
+    if to == "group":
+        os.killpg(stopped.process.pid, signum)
+    else:
+        stopped.process.send_signal(signum)
+
+    # Well within a container's grace period; far below the 600 s a message may work on a chunk.
+    returncode = stopped.process.wait(timeout=60)
+    exited_after = time.monotonic() - signalled_at
+    wait_until(lambda: moved_again(held), timeout=60, what="the stopped worker's chunks to move again")
+    moving_after = time.monotonic() - signalled_at
+    print(
+        f"{signum.name} to the {to}: exit {returncode} after {exited_after:.1f}s; its chunks moving {moving_after:.1f}s"
+    )
+    log = stopped.log()
+    assert returncode == 0, log
+    assert "Killing worker process" not in log, "a repeated signal did not cut the hand-over short"
+    row = Worker.objects.get(pk=stopped_id)
+    assert row.gone_at is not None and row.gone_reason == "stopped", "it left the registry itself"
+    assert not Chunk.objects.filter(claimed_by=stopped_id).exists(), "it held nothing when it left"
+
+    wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the other worker to finish the batch")
+    tickets = Ticket.objects.filter(event=event)
+    assert batch.status == BatchStatus.FINISHED, batch.error
+    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
+    assert batch.done_count == tickets.filter(reissue_count=1).count()
+    assert batch.done_count + batch.failed_count == batch.total == total
+    assert batch.worker_lost_at is None, "a stop, not a loss"
