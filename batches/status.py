@@ -22,6 +22,10 @@ from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, Worker
 # A survivor may resume a lost worker's chunks within a fraction of a second; the notice stays at
 # least this long, so that a person whose page polls once a second reads it.
 LOST_NOTICE = timedelta(seconds=10)
+# A running batch's runner lets go of its chunk and sends its successor, which claims it again within
+# a fraction of a second when a thread is free. Without a claim for longer than this, nothing is at
+# work on it: its runners are lost (a broker cut at the hand-off) or still on their way.
+UNCLAIMED_GRACE = timedelta(seconds=3)
 
 
 _BATCH, _CHUNK, _WORKER = (model._meta.db_table for model in (Batch, Chunk, Worker))
@@ -117,14 +121,37 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
         )
     last = batch.heartbeat_at or batch.started_at
     quiet = (now - last).total_seconds() if last else 0.0
-    if quiet > settings.BATCHES_STALL_SECONDS:
-        if getattr(batch, "own_claims", 1):
-            return Condition("stalled", f"Stalled: no progress since {_clock(last)}, though its worker is alive.", last)
+    stalled = quiet > settings.BATCHES_STALL_SECONDS
+    claims = getattr(batch, "own_claims", 1)  # without the liveness figures: assume its runners are at work
+    if claims and stalled:
+        return Condition(
+            "stalled",
+            f"Stalled: no progress since {_clock(last)}, though its worker is alive. {_resuming(batch, now)}",
+            last,
+        )
+    if not claims and last and now - last > UNCLAIMED_GRACE:
         if threads and busy >= threads:
             return Condition(
                 "waiting", f"Waiting for its turn: every worker thread is busy ({busy} of {threads}).", last
             )
+        if stalled:
+            return Condition(
+                "stalled",
+                f"Stalled: no worker has taken up its work since {_clock(last)}. {_resuming(batch, now)}",
+                last,
+            )
+        return Condition(
+            "waiting", f"Waiting for the broker: no worker has taken up its work since {_clock(last)}.", last
+        )
     return Condition("running", "Running.", batch.started_at, moving=True)
+
+
+def _resuming(batch: Batch, now: datetime) -> str:
+    """When the recovery sweep resumes a batch that has stood still, at the latest: its lease, then a sweep."""
+    if batch.lease_expires_at is None:
+        return "Resuming shortly."
+    by = batch.lease_expires_at + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS)
+    return f"Resuming by {_clock(by)} at the latest." if by > now else "Resuming shortly."
 
 
 def _ended(batch: Batch) -> Condition:

@@ -198,6 +198,68 @@ def test_waiting_for_its_turn_when_every_thread_is_busy_with_other_batches(db, n
     assert (said.code, said.message) == ("waiting", "Waiting for its turn: every worker thread is busy (1 of 1).")
 
 
+def test_runners_lost_at_a_hand_off_say_so_never_running(db, now, settings):
+    """A broker cut at the runners' hand-off: the chunks are let go, the successors never sent; the
+    worker is alive and idle. First a short wait for the broker, then stalled with when it resumes."""
+    worker(now)
+    lease_ends = now + timedelta(seconds=40)
+    orphaned = batch(now, checkpoint_ago=5, lease_expires_at=lease_ends, done_count=300)
+    for index in range(3):
+        Chunk.objects.create(batch=orphaned, index=index, last_key=index + 1, size=1)
+    last = formats.clock(orphaned.heartbeat_at, seconds=True)
+
+    waiting = condition(orphaned, now)
+    assert (waiting.code, waiting.message) == (
+        "waiting",
+        f"Waiting for the broker: no worker has taken up its work since {last}.",
+    )
+    assert not waiting.moving and waiting.since == orphaned.heartbeat_at
+
+    later = now + timedelta(seconds=settings.BATCHES_STALL_SECONDS)
+    stalled = condition(orphaned, now, described_at=later)
+    resumes = formats.clock(lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS), seconds=True)
+    assert stalled.code == "stalled" and not stalled.moving
+    assert (
+        stalled.message
+        == f"Stalled: no worker has taken up its work since {last}. Resuming by {resumes} at the latest."
+    )
+
+    past_the_lease = lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS + 1)
+    assert condition(orphaned, now, described_at=past_the_lease).message.endswith("Resuming shortly.")
+
+
+def test_claims_left_behind_by_a_cut_say_stalled_and_when_it_resumes(db, now, settings):
+    """A database cut: the worker lives on, its runners died mid-checkpoint holding their claims."""
+    pool = worker(now)
+    lease_ends = now + timedelta(seconds=20)
+    stuck = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 1, lease_expires_at=lease_ends)
+    claim(stuck, pool)
+    said = condition(stuck, now)
+    resumes = formats.clock(lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS), seconds=True)
+    assert said.code == "stalled" and said.message.endswith(
+        f"its worker is alive. Resuming by {resumes} at the latest."
+    )
+
+
+def test_a_runner_hand_off_between_two_checkpoints_is_still_running(db, now):
+    worker(now)
+    handing_off = batch(now, checkpoint_ago=0.5)
+    Chunk.objects.create(batch=handing_off, index=0, last_key=1, size=1)  # let go; its successor is on its way
+    assert condition(handing_off, now).code == "running"
+
+
+@pytest.mark.parametrize("quiet", [5, 11, 60, 600])
+@pytest.mark.parametrize("pool_busy", [False, True])
+def test_a_running_batch_without_a_claim_is_never_said_to_be_running(db, now, quiet, pool_busy):
+    pool = worker(now, threads=1)
+    if pool_busy:
+        claim(batch(now), pool)
+    unclaimed = batch(now, checkpoint_ago=quiet, lease_expires_at=now + timedelta(seconds=30))
+    Chunk.objects.create(batch=unclaimed, index=0, last_key=1, size=1)
+    said = condition(unclaimed, now)
+    assert said.code != "running" and not said.moving, said
+
+
 def test_ended_batches_keep_their_status(db, now):
     worker(now, gone=True)
     for ended in (BatchStatus.FINISHED, BatchStatus.FAILED, BatchStatus.CANCELLED):
