@@ -124,12 +124,15 @@ def graceful_stop_signals() -> None:
 
 
 class _StopOnce:
-    def __init__(self, dramatiq_stop: Callable[[int, FrameType | None], object]) -> None:
+    def __init__(
+        self, dramatiq_stop: Callable[[int, FrameType | None], object], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._dramatiq_stop = dramatiq_stop
+        self._clock = clock
         self._first: float | None = None
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._first is None:
             self._first = now
         elif now - self._first < SAME_STOP_SECONDS:

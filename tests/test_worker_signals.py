@@ -11,12 +11,11 @@ import time
 
 import pytest
 
+from batches import middleware
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, Chunk, Worker
 from batches.services import start_batch
 from tests.support import wait_until
-
-pytestmark = [pytest.mark.slow, pytest.mark.both_brokers]  # a graceful stop hands messages back to the broker
 
 
 def refreshed(batch: Batch) -> Batch:
@@ -42,6 +41,8 @@ def moved_again(chunks: dict[int, int]) -> bool:
     return all(rows[pk][1] is not None or rows[pk][0] > cursor for pk, cursor in chunks.items())
 
 
+@pytest.mark.slow
+@pytest.mark.both_brokers  # a graceful stop hands messages back to the broker
 @pytest.mark.parametrize(
     ("to", "signum"),
     [
@@ -95,3 +96,19 @@ def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_event, m
     assert batch.done_count == tickets.filter(reissue_count=1).count()
     assert batch.done_count + batch.failed_count == batch.total == total
     assert batch.worker_lost_at is None, "a stop, not a loss"
+
+
+def test_a_repeat_within_moments_is_the_same_stop_and_a_later_one_forces_the_exit():
+    clock = [100.0]
+    calls: list[int] = []
+    stop = middleware._StopOnce(lambda signum, frame: calls.append(signum), clock=lambda: clock[0])
+
+    stop(signal.SIGTERM, None)  # from the process group
+    clock[0] += 0.01
+    stop(signal.SIGTERM, None)  # forwarded by Dramatiq's main process
+    stop(signal.SIGQUIT, None)
+    assert calls == [signal.SIGTERM], "one stop: Dramatiq's handler saw it once"
+
+    clock[0] += middleware.SAME_STOP_SECONDS
+    stop(signal.SIGTERM, None)  # an operator who will not wait: Dramatiq's forced exit
+    assert calls == [signal.SIGTERM, signal.SIGTERM]
