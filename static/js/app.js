@@ -76,15 +76,26 @@ document.addEventListener("submit", function (event) {
 // element that had focus is gone. Put it back on the same control in the new panel if it is
 // there and usable, else on the panel's next action, else on its notice or its summary.
 var focusKeyBeforeSwap = null;
+// The action in flight and its button, kept apart: a poll that lands while it posts must not
+// take its place (its button is disabled meanwhile, so focus may already be on the page).
+var actionInFlight = null;
 document.addEventListener("htmx:beforeRequest", function (event) {
   // A form's own button is disabled while it posts (hx-disabled-elt), which may drop focus
   // before the swap: remember the button now.
   var form = event.detail.elt;
   if (form && form.tagName === "FORM" && form.closest(".batch-panel")) {
     var button = form.querySelector("[data-focus-key]");
-    focusKeyBeforeSwap = button ? button.getAttribute("data-focus-key") : "";
+    actionInFlight = { form: form, key: button ? button.getAttribute("data-focus-key") : "" };
   }
 });
+// Its own answer's swap takes the key, and so does any swap once its form is gone (an answer that
+// sent htmx elsewhere, HX-Location, settles as another request).
+function takeActionFocusKey(elt) {
+  if (!actionInFlight || (actionInFlight.form !== elt && actionInFlight.form.isConnected)) return null;
+  var key = actionInFlight.key;
+  actionInFlight = null;
+  return key;
+}
 document.addEventListener("htmx:beforeSwap", function (event) {
   var active = document.activeElement;
   var target = event.detail.target;
@@ -93,9 +104,11 @@ document.addEventListener("htmx:beforeSwap", function (event) {
   }
 });
 document.addEventListener("htmx:afterSettle", function (event) {
-  if (focusKeyBeforeSwap === null || event.target.nodeType !== 1) return;
-  var key = focusKeyBeforeSwap;
+  if (event.target.nodeType !== 1) return;
+  var actionKey = takeActionFocusKey(event.detail.requestConfig && event.detail.requestConfig.elt);
+  var key = actionKey !== null ? actionKey : focusKeyBeforeSwap;
   focusKeyBeforeSwap = null;
+  if (key === null) return;
   if (document.activeElement && document.activeElement !== document.body && document.activeElement.isConnected) return;
   var panel = event.target.closest(".batch-panel") || document.querySelector(".batch-panel");
   if (!panel) return;
@@ -237,8 +250,7 @@ document.addEventListener("htmx:timeout", reportFailure);
 // A failed action swaps nothing in, but its button was disabled while it posted, which may have
 // dropped focus: put it back on that button (htmx enables it again just before afterRequest).
 function restoreFocusAfterFailure(form) {
-  var key = focusKeyBeforeSwap;
-  focusKeyBeforeSwap = null;
+  var key = takeActionFocusKey(form);
   var active = document.activeElement;
   if (!key || (active && active !== document.body && active.isConnected)) return;
   var button = form.querySelector('[data-focus-key="' + key + '"]');
