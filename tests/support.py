@@ -23,6 +23,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from batches.models import Batch, Worker
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 START_URL = "/batches/start/reissue_tickets/"  # the demo operation's start, as the web UI posts it
 HTMX = {"HTTP_HX_REQUEST": "true"}  # what htmx adds to its requests, for Django's test client
@@ -54,6 +56,22 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1"}
     env.update(overrides)
     return env
+
+
+def refreshed(batch: Batch) -> Batch:
+    """The batch as the database has it now."""
+    batch.refresh_from_db()
+    return batch
+
+
+def registered_workers(count: int) -> list[int]:
+    """Wait until at least `count` workers are registered and alive; their ids."""
+
+    def live() -> list[int]:
+        ids = list(Worker.objects.filter(gone_at__isnull=True).values_list("pk", flat=True))
+        return sorted(ids) if len(ids) >= count else []
+
+    return wait_until(live, timeout=60, what=f"{count} registered worker(s)")
 
 
 def flush_broker() -> None:

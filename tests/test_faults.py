@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
-from tests.support import TcpProxy, flush_broker, redis_server, wait_until
+from tests.support import TcpProxy, flush_broker, redis_server, refreshed, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +28,6 @@ FAULT_ENV = {
     "BATCHES_LEASE_SECONDS": "1",
     "BATCHES_SWEEP_SECONDS": "0.5",
 }
-
-
-def refreshed(batch: Batch) -> Batch:
-    batch.refresh_from_db()
-    return batch
 
 
 def wait_for_progress(batch: Batch, beyond: int, timeout: float = 60) -> None:

@@ -11,27 +11,14 @@ import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from batches.demo.models import Ticket
-from batches.models import Batch, BatchStatus, Chunk, Worker
+from batches.models import BatchStatus, Chunk, Worker
 from batches.operations import get_operation
 from batches.services import start_batch
-from tests.support import wait_until
+from tests.support import refreshed, registered_workers, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.both_brokers]  # what a dead consumer leaves on the broker differs
 
 TOTAL = 3_000
-
-
-def refreshed(batch: Batch) -> Batch:
-    batch.refresh_from_db()
-    return batch
-
-
-def registered(count: int) -> list[int]:
-    def live() -> list[int]:
-        ids = list(Worker.objects.filter(gone_at__isnull=True).values_list("pk", flat=True))
-        return sorted(ids) if len(ids) >= count else []
-
-    return wait_until(live, timeout=60, what=f"{count} registered worker(s)")
 
 
 def planning_blocked_on_the_chunk_table() -> bool:
@@ -51,7 +38,7 @@ def test_a_worker_killed_mid_plan_is_replanned_once_the_registry_declares_it_dea
     event = make_event(tickets=TOTAL)
     # The engine's defaults (a 30 s lease, a 15 s sweep, a 2 s heartbeat), short items.
     processes = [worker_process(DEMO_ITEM_DELAY_MS="1") for _ in range(2)]
-    registered(2)
+    registered_workers(2)
 
     # The test holds the chunk table, so that planning stops mid-way (batch row locked, items read) for
     # as long as it takes to kill the planner there.

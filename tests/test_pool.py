@@ -13,18 +13,13 @@ from batches.demo.models import Ticket
 from batches.demo.operations import ReissueTickets
 from batches.models import Batch, BatchStatus, Chunk, Worker
 from batches.services import start_batch
-from tests.support import wait_until
+from tests.support import refreshed, wait_until
 
 pytestmark = pytest.mark.slow
 
 # The engine's settings are the defaults, but for a shorter silence before a killed worker is declared
 # dead (10 s by default: the bench measures that) and shorter simulated work.
 QUICKER = {"DEMO_ITEM_DELAY_MS": "10", "BATCHES_WORKER_HEARTBEAT_SECONDS": "0.5", "BATCHES_WORKER_SILENCE_SECONDS": "3"}
-
-
-def refreshed(batch: Batch) -> Batch:
-    batch.refresh_from_db()
-    return batch
 
 
 def start(event, user) -> Batch:

@@ -13,22 +13,9 @@ import pytest
 
 from batches import middleware
 from batches.demo.models import Ticket
-from batches.models import Batch, BatchStatus, Chunk, Worker
+from batches.models import BatchStatus, Chunk, Worker
 from batches.services import start_batch
-from tests.support import wait_until
-
-
-def refreshed(batch: Batch) -> Batch:
-    batch.refresh_from_db()
-    return batch
-
-
-def registered(count: int) -> list[int]:
-    def live() -> list[int]:
-        ids = list(Worker.objects.filter(gone_at__isnull=True).values_list("pk", flat=True))
-        return sorted(ids) if len(ids) >= count else []
-
-    return wait_until(live, timeout=60, what=f"{count} registered worker(s)")
+from tests.support import refreshed, registered_workers, wait_until
 
 
 def held_chunks(worker_id: int) -> dict[int, int]:
@@ -61,9 +48,9 @@ def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_event, m
     event = make_event(tickets=total)
     env = {"DEMO_ITEM_DELAY_MS": "5", "BATCHES_MESSAGE_SECONDS": "600"}  # no message ends on its own meanwhile
     stopped = worker_process(**env)
-    (stopped_id,) = registered(1)
+    (stopped_id,) = registered_workers(1)
     worker_process(**env)
-    registered(2)
+    registered_workers(2)
     batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
     wait_until(lambda: held_chunks(stopped_id) and refreshed(batch).processed > 100, timeout=60, what="work")
 
