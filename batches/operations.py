@@ -8,7 +8,8 @@ class ReissueTickets(Operation):
     class Params(Operation.Params):            # the params' shape, checked strictly (1st)
         event_id: ObjectId
 
-    def may_act(self, user, params): ...       # who may start it and see its batches (2nd)
+    def may_act(self, user, params): ...       # who may start it on that scope (2nd)
+    def may_see(self, user): ...               # which of its batches they see: True, False or a Q
     def clean_params(self, params): ...        # the domain's checks -> params, or ValidationError (3rd)
     def scope(self, params): ...               # -> "event:42": one active batch per scope
     def items(self, params): ...               # -> a queryset; walked in primary-key order
@@ -22,6 +23,16 @@ of the scope, linked from the batch page).
 
 A start checks the params in that order, so a user who may not act gets 404 before learning
 anything about the scope ("There is no event 999" is only for those who may act).
+
+Who sees which batch is one rule (batches.selectors.visible_batches), the same for the batch
+page, the lists, the API, the CLI, the reports and the admin: a superuser sees every batch; anyone
+else the batches they started, and those their operation's `may_see(user)` admits; a batch of an
+operation no longer installed, only its starter and superusers. `may_see` is a filter the lists
+run in the database, never a call per batch: True (all its batches; by default when
+`may_see_all(user)` says so), False (none but their own, the default), or a Q over Batch:
+`Q(scope_key__in=...)`, `Q(params__event_id__in=[1, 2])`, `Q(created_by__in=<a user queryset>)`.
+When `may_act` depends on the scope, `may_see` should admit the scopes it allows: someone who
+starts on a busy scope joins the batch running there.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 import pydantic
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 
 # Postgres' bigint: the widest integer a query may compare a column with.
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
@@ -144,7 +155,8 @@ class Operation:
         return self.scope(params)
 
     def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
-        """Whether `user` may start this operation on the scope of `params` and see its batches.
+        """Whether `user` may start this operation on the scope of `params` (see `may_see` for
+        which of its batches they see).
 
         Runs before `clean_params`: the scope's object may not exist, answer False then.
         """
@@ -159,8 +171,17 @@ class Operation:
         return "", 1.0
 
     def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
-        """Whether `user` may see every batch of this operation (lists show them all)."""
+        """Whether `user` may see every batch of this operation: the default of `may_see`."""
         return False
+
+    def may_see(self, user: AbstractBaseUser) -> Q | bool:
+        """Which batches of this operation a signed-in user who is not a superuser sees, besides
+        those they started: True (all), False (none), or a Q over Batch (e.g. on `scope_key`,
+        `params__<key>` or `created_by`), which lists run as one query. Span a to-many relation
+        through a subquery (`created_by__in=User.objects.filter(groups__in=...)`), not a join,
+        or a list shows a batch once per joined row.
+        """
+        return self.may_see_all(user)
 
     def items(self, params: Mapping[str, Any]) -> QuerySet[Any]:
         raise NotImplementedError

@@ -30,15 +30,18 @@ def shown_batches() -> QuerySet[Batch]:
 
 
 def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
-    """A user sees a batch they started, or one whose scope its operation lets them act on."""
+    """Whether `batch` is in `visible_batches(user)`: the same rule, asked of one batch.
+
+    Answered without the database unless the batch's operation filters by a Q and `user` did not
+    start it: then it is that list's query for this one batch (an EXISTS)."""
     if not user.is_authenticated:
         return False
-    if batch.created_by_id == user.pk:
+    if user.is_superuser or batch.created_by_id == user.pk:
         return True
-    try:
-        return get_operation(batch.operation).may_act(user, batch.params)
-    except UnknownOperation:
-        return bool(user.is_superuser)
+    admitted = _admitted(user, batch.operation)
+    if isinstance(admitted, bool):
+        return admitted
+    return visible_batches(user).filter(pk=batch.pk).exists()
 
 
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
@@ -49,7 +52,10 @@ def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batc
 
 
 def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
-    """Every batch `user` started, and all batches of the operations that let them see all.
+    """The one rule of who sees what, as a query (every list, the API, the CLI and the admin read
+    it; `may_view` asks it of one batch): a superuser sees every batch; anyone else signed in the
+    batches they started and those their operation's `may_see` admits (batches.operations); a
+    batch whose operation is no longer installed, only its starter and superusers.
 
     Without what the workers are doing (lists that show a condition add `with_liveness`: its
     subqueries would run for every row)."""
@@ -58,16 +64,32 @@ def visible_batches(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
         return batches.none()
     if user.is_superuser:
         return batches
-    everything = [op.name for op in all_operations() if op.may_see_all(user)]
-    return batches.filter(Q(created_by=user) | Q(operation__in=everything))
+    rule = Q(created_by=user)
+    for op in all_operations():
+        admitted = _admitted(user, op.name)
+        if admitted is not False:
+            rule |= Q(operation=op.name) if admitted is True else Q(operation=op.name) & admitted
+    return batches.filter(rule)
+
+
+def _admitted(user: AbstractBaseUser, operation: str) -> Q | bool:
+    """Which batches of `operation` the operation lets `user` see besides their own."""
+    try:
+        op = get_operation(operation)
+    except UnknownOperation:
+        return False
+    admitted = op.may_see(user)
+    if not isinstance(admitted, (bool, Q)):
+        raise TypeError(f"{type(op).__name__}.may_see must return True, False or a Q, not {admitted!r}.")
+    return admitted
 
 
 def sees_others_batches(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Whether `user` may see batches other people started (a superuser, or an operation that
-    shows them all its batches): their list is "Batches", with a filter for their own."""
+    shows them some of its batches): their list is "Batches", with a filter for their own."""
     if not user.is_authenticated:
         return False
-    return bool(user.is_superuser) or any(op.may_see_all(user) for op in all_operations())
+    return bool(user.is_superuser) or any(_admitted(user, op.name) is not False for op in all_operations())
 
 
 def history(
