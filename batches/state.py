@@ -21,7 +21,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from . import dispatch, events
+from . import dispatch, events, signals
 from .items import batch_items
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
 from .operations import Operation, UnknownOperation, get_operation
@@ -60,6 +60,7 @@ def create(
     )
     transaction.on_commit(lambda: dispatch.plan(batch.pk), robust=True)
     events.emit("created", batch.pk)
+    signals.send_on_commit(signals.batch_created, batch.pk)
     return batch
 
 
@@ -138,8 +139,10 @@ def _snapshot_chunks(batch: Batch, op: Operation) -> None:
         ]
     )
     events.emit("planned", batch.pk, chunks=len(chunks))
+    signals.send_on_commit(signals.batch_started, batch.pk)
     if not chunks:
         events.emit("finished", batch.pk)
+        signals.send_on_commit(signals.batch_finished, batch.pk)
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -279,6 +282,7 @@ def _close_if_complete(batch_id: int, now: datetime) -> None:
     if closed:
         logger.info("Batch %s finished.", batch_id)
         events.emit("finished", batch_id)
+        signals.send_on_commit(signals.batch_finished, batch_id)
 
 
 def end(
@@ -307,6 +311,8 @@ def end(
         _free_claims(batch_id)
         logger.info("Batch %s ended as %s. %s", batch_id, status, error)
         events.emit(BatchStatus(status).value, batch_id, **({"error": error} if error else {}))
+        ended_signal = signals.batch_cancelled if status == BatchStatus.CANCELLED else signals.batch_failed
+        signals.send_on_commit(ended_signal, batch_id)
     return bool(ended)
 
 
