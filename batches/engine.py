@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import scheduler, state, worker_metrics, workers
+from .conf import batches_settings
 from .items import batch_items
 from .models import BatchStatus, Chunk, ItemFailure
 from .operations import BatchContext, ItemContext, Operation, get_operation
@@ -67,7 +67,7 @@ def plan(batch_id: int) -> list[int]:
 
 def _deadline(budget_seconds: float | None) -> float:
     """When a message's work must stop: its budget (BATCHES_MESSAGE_SECONDS by default) from now."""
-    return time.monotonic() + (settings.BATCHES_MESSAGE_SECONDS if budget_seconds is None else budget_seconds)
+    return time.monotonic() + (batches_settings.MESSAGE_SECONDS if budget_seconds is None else budget_seconds)
 
 
 def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerOutcome:
@@ -107,7 +107,7 @@ def run_chunk(
     if deadline is None:
         deadline = _deadline(budget_seconds)
     batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
-    turn_ends = time.monotonic() + settings.BATCHES_SLICE_SECONDS
+    turn_ends = time.monotonic() + batches_settings.SLICE_SECONDS
     pace = Pace()
     while True:
         chunk_state = run_checkpoint(chunk_id, pace=pace, worker_id=worker_id)
@@ -122,8 +122,8 @@ def run_chunk(
                 return ChunkState.MORE
             if verdict is scheduler.Verdict.ROTATE:
                 return ChunkState.ROTATE
-        if settings.BATCHES_CHECKPOINT_PAUSE_SECONDS:
-            time.sleep(settings.BATCHES_CHECKPOINT_PAUSE_SECONDS)
+        if batches_settings.CHECKPOINT_PAUSE_SECONDS:
+            time.sleep(batches_settings.CHECKPOINT_PAUSE_SECONDS)
 
 
 def run_checkpoint(
@@ -142,7 +142,7 @@ def run_checkpoint(
             return ChunkState.GONE  # handed to another runner: this worker was declared dead
         op = get_operation(chunk.batch.operation)
         done, failures, exhausted = _process_items(
-            op, chunk, clock() + settings.BATCHES_CHECKPOINT_SECONDS, clock, pace or Pace()
+            op, chunk, clock() + batches_settings.CHECKPOINT_SECONDS, clock, pace or Pace()
         )
         if not state.record_checkpoint(
             chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now()

@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
+from .conf import batches_settings
 from .models import Batch
 
 logger = logging.getLogger("batches.events")
@@ -37,7 +37,7 @@ def progress(batch_id: int) -> None:
     """A progress line, unless this process logged one for the batch in the last 30 s."""
     now = time.monotonic()
     with _progress_lock:
-        if now - _last_progress.get(batch_id, -1e9) < settings.BATCHES_PROGRESS_LOG_SECONDS:
+        if now - _last_progress.get(batch_id, -1e9) < batches_settings.PROGRESS_LOG_SECONDS:
             return
         _last_progress[batch_id] = now
     emit("progress", batch_id)

@@ -18,13 +18,15 @@ worker heartbeat in the registry (docker-compose.yml's worker healthcheck).
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
+import dramatiq
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -39,7 +41,8 @@ BROKER_TIMEOUT_SECONDS = 2.0
 READY_RESULT_SECONDS = 1.0
 
 _migrations_applied = False
-_redis_clients: dict[str, Any] = {}  # REDIS_URL -> a client whose pool keeps its connection
+# A Redis broker -> a client whose pool keeps its connection
+_redis_clients: weakref.WeakKeyDictionary[dramatiq.Broker, Any] = weakref.WeakKeyDictionary()
 _ready_lock = threading.Lock()
 _ready_result: tuple[float, tuple[object, ...], list[Check]] | None = None
 
@@ -82,33 +85,60 @@ def forget_migrations_check() -> None:
     _ready_result = None
 
 
-def _redis_client(url: str) -> Any:
+def _broker_is(broker: dramatiq.Broker, module: str, name: str) -> bool:
+    """Whether the broker is (a subclass of) Dramatiq's `module.name`, without importing a client
+    library the host may not have."""
+    return any(cls.__module__ == module and cls.__name__ == name for cls in type(broker).__mro__)
+
+
+def _redis_client(broker: dramatiq.Broker) -> Any:
+    """A client to the broker's Redis with short timeouts (the broker's own waits as long as Redis
+    takes), kept for the broker's life so that its pool keeps the connection."""
     import redis
 
-    client = _redis_clients.get(url)
+    client = _redis_clients.get(broker)
     if client is None:
+        pool = broker.client.connection_pool
+        timeouts = {"socket_connect_timeout": BROKER_TIMEOUT_SECONDS, "socket_timeout": BROKER_TIMEOUT_SECONDS}
         client = _redis_clients.setdefault(
-            url,
-            redis.Redis.from_url(
-                url, socket_connect_timeout=BROKER_TIMEOUT_SECONDS, socket_timeout=BROKER_TIMEOUT_SECONDS
+            broker,
+            redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, **{**pool.connection_kwargs, **timeouts}
+                )
             ),
         )
     return client
 
 
-def check_broker() -> Check:
-    kind = settings.BROKER_KIND
-    try:
-        if kind == "redis":
-            _redis_client(settings.REDIS_URL).ping()  # a broken connection is dropped from the pool
-        elif kind == "rabbitmq":
-            import pika
+def _rabbitmq_reachable(broker: dramatiq.Broker) -> None:
+    import pika
 
-            parameters = pika.URLParameters(settings.BROKER_URL)
-            parameters.connection_attempts = 1
-            parameters.socket_timeout = BROKER_TIMEOUT_SECONDS
-            parameters.blocked_connection_timeout = BROKER_TIMEOUT_SECONDS
-            pika.BlockingConnection(parameters).close()
+    given = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    attempts = []
+    for parameters in map(copy.deepcopy, given):
+        parameters.connection_attempts = 1
+        parameters.socket_timeout = BROKER_TIMEOUT_SECONDS
+        parameters.blocked_connection_timeout = BROKER_TIMEOUT_SECONDS
+        attempts.append(parameters)
+    pika.BlockingConnection(attempts).close()
+
+
+def check_broker() -> Check:
+    """The broker Dramatiq sends to (django_dramatiq builds it from DRAMATIQ_BROKER)."""
+    broker = dramatiq.get_broker()
+    kind = type(broker).__name__
+    try:
+        if _broker_is(broker, "dramatiq.brokers.redis", "RedisBroker"):
+            kind = "redis"
+            _redis_client(broker).ping()  # a broken connection is dropped from the pool
+        elif _broker_is(broker, "dramatiq.brokers.rabbitmq", "RabbitmqBroker"):
+            kind = "rabbitmq"
+            _rabbitmq_reachable(broker)
+        elif _broker_is(broker, "dramatiq.brokers.stub", "StubBroker"):
+            kind = "stub"  # in this process: nothing to reach
+        else:
+            return Check("broker", True, f"{type(broker).__name__} not checked")
     except Exception as exc:  # any failure to reach the broker means not ready
         return Check("broker", False, f"{kind} unreachable ({type(exc).__name__})")
     return Check("broker", True, f"{kind} ok")
@@ -127,7 +157,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def recent_readiness() -> list[Check]:
     """readiness(), run at most once every READY_RESULT_SECONDS by one caller at a time."""
     global _ready_result
-    against = (settings.BROKER_KIND, settings.REDIS_URL, settings.BROKER_URL, connection.settings_dict["NAME"])
+    against = (dramatiq.get_broker(), connection.settings_dict["NAME"])
     with _ready_lock:
         if _ready_result is not None:
             at, key, checks = _ready_result

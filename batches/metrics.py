@@ -6,7 +6,7 @@ queries over the batches and the worker registry. The worker's own figures (mess
 durations, errors) are Dramatiq's Prometheus middleware on the worker (DRAMATIQ_PROMETHEUS=1).
 
 Who may read it: 127.0.0.1 and ::1 by default; otherwise the addresses and networks in
-METRICS_ALLOWED_ADDRESSES, or a request bearing METRICS_TOKEN (Authorization: Bearer ...).
+BATCHES_METRICS_ALLOWED_ADDRESSES, or a request bearing BATCHES_METRICS_TOKEN (Authorization: Bearer ...).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -25,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .client_address import client_address
+from .conf import batches_settings
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Worker
 from .workers import silence
 
@@ -110,11 +110,11 @@ def _registry() -> CollectorRegistry:
 
 
 def _networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(entry, strict=False) for entry in settings.METRICS_ALLOWED_ADDRESSES]
+    return [ipaddress.ip_network(entry, strict=False) for entry in batches_settings.METRICS_ALLOWED_ADDRESSES]
 
 
 def may_scrape(request: HttpRequest) -> bool:
-    token = settings.METRICS_TOKEN
+    token = batches_settings.METRICS_TOKEN
     if token:
         given = request.headers.get("Authorization", "")
         if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -129,8 +129,8 @@ def may_scrape(request: HttpRequest) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     if not may_scrape(request):
         return HttpResponse(
-            "Metrics are served to the addresses in METRICS_ALLOWED_ADDRESSES (127.0.0.1 by default) "
-            "and to requests bearing METRICS_TOKEN.\n",
+            "Metrics are served to the addresses in BATCHES_METRICS_ALLOWED_ADDRESSES (127.0.0.1 by default) "
+            "and to requests bearing BATCHES_METRICS_TOKEN.\n",
             status=403,
             content_type="text/plain",
         )

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from types import FrameType, ModuleType
 
 import dramatiq
-from django.conf import settings
 from django.db import connections
 from dramatiq.middleware import Middleware
 
 from . import worker_metrics
+from .conf import batches_settings
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class WorkerLifecycle(Middleware):
 
     def _heartbeat(self) -> None:
         _, _, workers, _ = _engine_side()
-        every = settings.BATCHES_WORKER_HEARTBEAT_SECONDS
+        every = batches_settings.WORKER_HEARTBEAT_SECONDS
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -103,7 +103,7 @@ class WorkerLifecycle(Middleware):
                 logger.exception("The recovery sweep failed; it will try again.")
             finally:
                 connections.close_all()
-            if self._stop.wait(settings.BATCHES_SWEEP_SECONDS):
+            if self._stop.wait(batches_settings.SWEEP_SECONDS):
                 return
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,6 +18,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import recovery, state
+from .conf import batches_settings
 from .models import Batch, BatchStatus
 from .operations import Operation, UnknownOperation, get_operation
 from .selectors import may_view, progress
@@ -189,7 +189,7 @@ def _start_or_join(
 def _check_limits(user: AbstractBaseUser, now: datetime) -> None:
     """Refuse a new batch beyond the user's limits (0 turns a limit off). Joining a scope's active
     batch never gets here: only new batches count, retries included."""
-    most_active = settings.BATCHES_MAX_ACTIVE_PER_USER
+    most_active = batches_settings.MAX_ACTIVE_PER_USER
     if most_active:
         active = list(Batch.objects.active().filter(created_by=user)[:most_active])
         if len(active) >= most_active:
@@ -200,7 +200,7 @@ def _check_limits(user: AbstractBaseUser, now: datetime) -> None:
                 code="too_many_active_batches",
                 retry_after=max(1, math.ceil(min(ends))) if ends else _UNKNOWN_END_SECONDS,
             )
-    most_per_minute = settings.BATCHES_STARTS_PER_MINUTE
+    most_per_minute = batches_settings.STARTS_PER_MINUTE
     if most_per_minute:
         recent = list(
             Batch.objects.filter(created_by=user, created_at__gt=now - _MINUTE)

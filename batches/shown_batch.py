@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from .conf import batches_settings
 from .models import Batch
 from .status import LIVENESS_SQL
 
@@ -86,7 +86,7 @@ def load(pk: int, now: datetime | None = None) -> Batch | None:
     if not 0 < pk <= _LARGEST_KEY:
         return None
     connection = connections[DEFAULT_DB_ALIAS]
-    alive_since = (now or timezone.now()) - timedelta(seconds=settings.BATCHES_WORKER_SILENCE_SECONDS)
+    alive_since = (now or timezone.now()) - timedelta(seconds=batches_settings.WORKER_SILENCE_SECONDS)
     statement = _statement(connection.vendor)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Value
@@ -22,6 +21,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from . import dispatch, events, signals
+from .conf import batches_settings
 from .items import batch_items
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
 from .operations import Operation, UnknownOperation, get_operation
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def lease_for(op: Operation) -> timedelta:
     """How long a batch may go without a checkpoint before it counts as stale."""
-    return timedelta(seconds=settings.BATCHES_LEASE_SECONDS + op.item_time_limit)
+    return timedelta(seconds=batches_settings.LEASE_SECONDS + op.item_time_limit)
 
 
 # --- create and plan --------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def resume(batch: Batch, now: datetime) -> tuple[str, str]:
         reason = f"Cannot resume: the operation {batch.operation!r} is not installed any more."
         end(batch.pk, BatchStatus.FAILED, error=reason, now=now)
         return "failed", reason
-    if batch.recoveries >= settings.BATCHES_MAX_RECOVERIES:
+    if batch.recoveries >= batches_settings.MAX_RECOVERIES:
         reason = f"Cannot resume: no progress after {batch.recoveries} recoveries."
         end(batch.pk, BatchStatus.FAILED, error=reason, now=now)
         return "failed", reason

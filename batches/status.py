@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import DateTimeField, IntegerField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import formats
+from .conf import batches_settings
 from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, Worker
 
 # A survivor may resume a lost worker's chunks within a fraction of a second; the notice stays at
@@ -62,7 +62,7 @@ LIVENESS_SQL = {
 def with_liveness(batches: QuerySet[Batch], now: datetime | None = None) -> QuerySet[Batch]:
     """`batches` with what the registry and the claims say of each, in the same query."""
     now = now or timezone.now()
-    alive_since = now - timedelta(seconds=settings.BATCHES_WORKER_SILENCE_SECONDS)
+    alive_since = now - timedelta(seconds=batches_settings.WORKER_SILENCE_SECONDS)
     return batches.annotate(
         **{
             name: RawSQL(f"({sql})", [alive_since] if "%s" in sql else [], output_field=field)
@@ -121,7 +121,7 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
         )
     last = batch.heartbeat_at or batch.started_at
     quiet = (now - last).total_seconds() if last else 0.0
-    stalled = quiet > settings.BATCHES_STALL_SECONDS
+    stalled = quiet > batches_settings.STALL_SECONDS
     claims = getattr(batch, "own_claims", 1)  # without the liveness figures: assume its runners are at work
     if claims and stalled:
         return Condition(
@@ -150,7 +150,7 @@ def _resuming(batch: Batch, now: datetime) -> str:
     """When the recovery sweep resumes a batch that has stood still, at the latest: its lease, then a sweep."""
     if batch.lease_expires_at is None:
         return "Resuming shortly."
-    by = batch.lease_expires_at + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS)
+    by = batch.lease_expires_at + timedelta(seconds=batches_settings.SWEEP_SECONDS)
     return f"Resuming by {_clock(by)} at the latest." if by > now else "Resuming shortly."
 
 

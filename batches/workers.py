@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import version
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from . import state
+from .conf import batches_settings
 from .models import Chunk, Worker
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ HOST = socket.gethostname()
 
 
 def silence() -> timedelta:
-    return timedelta(seconds=settings.BATCHES_WORKER_SILENCE_SECONDS)
+    return timedelta(seconds=batches_settings.WORKER_SILENCE_SECONDS)
 
 
 @dataclass

@@ -9,6 +9,7 @@ REDIS_URL (or BROKER_URL, RabbitMQ) for the production shape: a real broker and 
 import ipaddress
 import os
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+def env_setting(variable: str, parse: Callable[[str], object], setting: str | None = None) -> None:
+    """The setting (by default named as the variable) from the environment variable when it is set;
+    when it is not, the setting is left out and the app's default holds (batches/conf.py)."""
+    value = os.environ.get(variable, "").strip()
+    if value:
+        globals()[setting or variable] = parse(value)
+
+
+def comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 # What the app writes besides its database server: the generated key below and the zero-setup SQLite
@@ -237,8 +250,8 @@ AXES_DISABLE_ACCESS_LOG = True  # keep the failures the lockout needs, not a row
 
 # API tokens: after API_BAD_TOKEN_LIMIT unknown tokens from one client address within
 # API_BAD_TOKEN_WINDOW_SECONDS, its bearer requests get 429 + Retry-After until the window ends.
-API_BAD_TOKEN_LIMIT = env_int("API_BAD_TOKEN_LIMIT", 20)
-API_BAD_TOKEN_WINDOW_SECONDS = env_int("API_BAD_TOKEN_WINDOW_SECONDS", 600)
+env_setting("API_BAD_TOKEN_LIMIT", int, "BATCHES_API_BAD_TOKEN_LIMIT")
+env_setting("API_BAD_TOKEN_WINDOW_SECONDS", int, "BATCHES_API_BAD_TOKEN_WINDOW_SECONDS")
 
 # --- Dramatiq -------------------------------------------------------------------------------
 # The broker: BROKER_URL=amqp://... selects RabbitMQ, and wins when REDIS_URL is set too (an explicit
@@ -286,51 +299,36 @@ if env_bool("DRAMATIQ_PROMETHEUS"):
 # --- Operating it -----------------------------------------------------------------------------
 # /metrics (batches/metrics.py) answers these addresses or networks (as batches/client_address.py
 # sees the client), and any request bearing `Authorization: Bearer METRICS_TOKEN`.
-METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1")
-for _entry in METRICS_ALLOWED_ADDRESSES:
+env_setting("METRICS_ALLOWED_ADDRESSES", comma_list, "BATCHES_METRICS_ALLOWED_ADDRESSES")
+for _entry in globals().get("BATCHES_METRICS_ALLOWED_ADDRESSES", []):
     try:
         ipaddress.ip_network(_entry, strict=False)
     except ValueError:
         raise ImproperlyConfigured(f"METRICS_ALLOWED_ADDRESSES: {_entry!r} is not an address or network.") from None
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+env_setting("METRICS_TOKEN", str, "BATCHES_METRICS_TOKEN")
 
 # --- The engine -----------------------------------------------------------------------------
-# How long a checkpoint may run before its effects, cursor and counters are committed together.
-BATCHES_CHECKPOINT_SECONDS = float(os.environ.get("BATCHES_CHECKPOINT_SECONDS", "0.5"))
-# A pause after each checkpoint. SQLite has one writer at a time and its busy handler polls, so
-# without a pause a running batch starves the web server's writes (a login, a start).
-BATCHES_CHECKPOINT_PAUSE_SECONDS = float(
-    os.environ.get(
-        "BATCHES_CHECKPOINT_PAUSE_SECONDS", "0.1" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "0"
-    )
-)
-# How long one Dramatiq message keeps working on a chunk before handing over to a fresh message.
-BATCHES_MESSAGE_SECONDS = float(os.environ.get("BATCHES_MESSAGE_SECONDS", "60"))
-# A running batch is stale once it has gone this long plus its operation's item time limit
-# without a checkpoint; the recovery sweep then re-enqueues its work.
-BATCHES_LEASE_SECONDS = float(os.environ.get("BATCHES_LEASE_SECONDS", "30"))
-# How often each worker sweeps for stale batches (it also sweeps as it starts).
-BATCHES_SWEEP_SECONDS = float(os.environ.get("BATCHES_SWEEP_SECONDS", "15"))
-# Recoveries in a row without a single checkpoint before a batch is failed as unresumable.
-BATCHES_MAX_RECOVERIES = int(os.environ.get("BATCHES_MAX_RECOVERIES", "8"))
-# A runner's turn on a chunk when more chunks wait for a thread than the pool has: then it goes
-# to the back of the queue. (Another batch owed its share gets the thread at the next checkpoint.)
-BATCHES_SLICE_SECONDS = float(os.environ.get("BATCHES_SLICE_SECONDS", "2"))
-# Every worker process writes a heartbeat this often, from a thread of its own, and sweeps for dead ones.
-BATCHES_WORKER_HEARTBEAT_SECONDS = float(os.environ.get("BATCHES_WORKER_HEARTBEAT_SECONDS", "2"))
-# A worker silent this long is declared dead and the chunks it held are handed to others.
-BATCHES_WORKER_SILENCE_SECONDS = float(os.environ.get("BATCHES_WORKER_SILENCE_SECONDS", "10"))
-# A running batch held by a live worker without a checkpoint for this long shows as stalled.
-BATCHES_STALL_SECONDS = float(os.environ.get("BATCHES_STALL_SECONDS", "10"))
-
-# --- Limits per user ------------------------------------------------------------------------
-# Active (queued or running) batches one user may hold at once; joining a running batch is free.
-BATCHES_MAX_ACTIVE_PER_USER = int(os.environ.get("BATCHES_MAX_ACTIVE_PER_USER", "10"))
-# New batches one user may start per minute (429 with Retry-After beyond that).
-BATCHES_STARTS_PER_MINUTE = int(os.environ.get("BATCHES_STARTS_PER_MINUTE", "20"))
+# Each BATCHES_* variable that is set becomes the setting of the same name; batches/conf.py has every
+# one's default and meaning (and the README's table), e.g. BATCHES_CHECKPOINT_PAUSE_SECONDS: 0.1 s
+# after each checkpoint on SQLite, whose one writer at a time would otherwise keep the web server waiting.
+for _name in (
+    "BATCHES_CHECKPOINT_SECONDS",
+    "BATCHES_CHECKPOINT_PAUSE_SECONDS",
+    "BATCHES_MESSAGE_SECONDS",
+    "BATCHES_LEASE_SECONDS",
+    "BATCHES_SWEEP_SECONDS",
+    "BATCHES_SLICE_SECONDS",
+    "BATCHES_WORKER_HEARTBEAT_SECONDS",
+    "BATCHES_WORKER_SILENCE_SECONDS",
+    "BATCHES_STALL_SECONDS",
+    "BATCHES_PROGRESS_LOG_SECONDS",
+):
+    env_setting(_name, float)
+for _name in ("BATCHES_MAX_RECOVERIES", "BATCHES_MAX_ACTIVE_PER_USER", "BATCHES_STARTS_PER_MINUTE"):
+    env_setting(_name, int)
 
 # --- The JSON API ---------------------------------------------------------------------------
-API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
+env_setting("API_MAX_BODY_BYTES", int, "BATCHES_API_MAX_BODY_BYTES")
 
 # --- The demo operation ---------------------------------------------------------------------
 DEMO_TICKETS_PER_EVENT = int(os.environ.get("DEMO_TICKETS_PER_EVENT", "2000"))
@@ -342,8 +340,6 @@ DEMO_ITEM_TIME_LIMIT = float(os.environ.get("DEMO_ITEM_TIME_LIMIT", "30"))
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured("LOG_FORMAT is text (the default) or json.")
-# A running batch's progress line in the log, at most this often per worker process.
-BATCHES_PROGRESS_LOG_SECONDS = float(os.environ.get("BATCHES_PROGRESS_LOG_SECONDS", "30"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

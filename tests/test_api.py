@@ -122,7 +122,7 @@ def test_malformed_json_and_oversized_bodies(api, settings):
     response = api.post("/api/batches", "{not json", content_type="application/json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
-    settings.API_MAX_BODY_BYTES = 1024
+    settings.BATCHES_API_MAX_BODY_BYTES = 1024
     big = {"operation": "reissue_tickets", "params": {"event_id": 1, "pad": "x" * 2000}}
     response = post(api, "/api/batches", big)
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"

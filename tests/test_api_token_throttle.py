@@ -22,8 +22,8 @@ ATTACKER = "203.0.113.7"
 
 @pytest.fixture
 def throttle(settings):
-    settings.API_BAD_TOKEN_LIMIT = LIMIT
-    settings.API_BAD_TOKEN_WINDOW_SECONDS = WINDOW_SECONDS
+    settings.BATCHES_API_BAD_TOKEN_LIMIT = LIMIT
+    settings.BATCHES_API_BAD_TOKEN_WINDOW_SECONDS = WINDOW_SECONDS
 
 
 @pytest.fixture

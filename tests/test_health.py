@@ -10,14 +10,17 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dramatiq
 import pytest
 import yaml
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
 
 from batches import health
 from tests.support import BASE_DIR, free_port, subprocess_env, wait_until, web_server
@@ -30,6 +33,17 @@ def fresh_migrations_check() -> Iterator[None]:
     health.forget_migrations_check()
     yield
     health.forget_migrations_check()
+
+
+@pytest.fixture
+def broker_of_dramatiq(monkeypatch) -> Callable[[dramatiq.Broker], None]:
+    """Make `broker` the one Dramatiq sends to, which is the broker /readyz checks."""
+    return lambda broker: monkeypatch.setattr(dramatiq, "get_broker", lambda: broker)
+
+
+def closed_redis(password: str = "") -> RedisBroker:
+    auth = f":{password}@" if password else ""
+    return RedisBroker(url=f"redis://{auth}127.0.0.1:{free_port()}/0", middleware=[])
 
 
 def compose_healthcheck(service: str) -> list[str]:
@@ -57,8 +71,8 @@ def test_readyz_is_ok_when_the_database_the_migrations_and_the_broker_are(client
     assert set(body["checks"]) == {"database", "migrations", "broker"}
 
 
-def test_readyz_names_an_unreachable_redis_broker(client, settings):
-    settings.BROKER_KIND, settings.REDIS_URL = "redis", f"redis://:secret@127.0.0.1:{free_port()}/0"
+def test_readyz_names_an_unreachable_redis_broker(client, broker_of_dramatiq):
+    broker_of_dramatiq(closed_redis(password="secret"))
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
@@ -67,8 +81,8 @@ def test_readyz_names_an_unreachable_redis_broker(client, settings):
     assert "secret" not in response.content.decode()
 
 
-def test_readyz_names_an_unreachable_rabbitmq_broker(client, settings):
-    settings.BROKER_KIND, settings.BROKER_URL = "rabbitmq", f"amqp://guest:secret@127.0.0.1:{free_port()}/%2F"
+def test_readyz_names_an_unreachable_rabbitmq_broker(client, broker_of_dramatiq):
+    broker_of_dramatiq(RabbitmqBroker(url=f"amqp://guest:secret@127.0.0.1:{free_port()}/%2F", middleware=[]))
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker"]
@@ -86,13 +100,13 @@ def test_readyz_names_a_migration_not_applied(client):
     assert f"batches.{latest}" in body["checks"]["migrations"]
 
 
-def test_readyz_tells_only_the_metrics_allow_list_what_failed(client, settings):
+def test_readyz_tells_only_the_metrics_allow_list_what_failed(client, settings, broker_of_dramatiq):
     stranger = {"REMOTE_ADDR": "203.0.113.9"}
     assert client.get("/readyz", **stranger).json() == {"status": "ok"}
 
     health.forget_migrations_check()
-    settings.BROKER_KIND, settings.REDIS_URL = "redis", f"redis://127.0.0.1:{free_port()}/0"
-    settings.METRICS_TOKEN = "scraper-token"
+    broker_of_dramatiq(closed_redis())
+    settings.BATCHES_METRICS_TOKEN = "scraper-token"
     refused = client.get("/readyz", **stranger)
     assert refused.status_code == 503 and refused.json() == {"status": "unavailable"}
     for allowed in ({}, {**stranger, "HTTP_AUTHORIZATION": "Bearer scraper-token"}):
@@ -176,10 +190,10 @@ def test_the_worker_healthcheck_of_compose_is_the_registry_heartbeat(worker_proc
     wait_until(lambda: run().returncode == 1, timeout=30, what="the worker healthcheck to fail")
 
 
-def test_the_health_command_runs_the_readiness_checks(settings, capsys):
+def test_the_health_command_runs_the_readiness_checks(broker_of_dramatiq, capsys):
     call_command("batches", "health")
     assert capsys.readouterr().out.splitlines()[0] == "database: ok"
-    settings.BROKER_KIND, settings.REDIS_URL = "redis", f"redis://127.0.0.1:{free_port()}/0"
+    broker_of_dramatiq(closed_redis())
     with pytest.raises(SystemExit) as failed:
         call_command("batches", "health")
     assert failed.value.code == 1

@@ -102,8 +102,8 @@ def test_a_proxied_outsider_is_not_local(client, settings):
 
 
 def test_allowed_networks_and_the_bearer_token(client, settings):
-    settings.METRICS_ALLOWED_ADDRESSES = ["127.0.0.1", "10.1.0.0/16"]
-    settings.METRICS_TOKEN = "s3cret-token"
+    settings.BATCHES_METRICS_ALLOWED_ADDRESSES = ["127.0.0.1", "10.1.0.0/16"]
+    settings.BATCHES_METRICS_TOKEN = "s3cret-token"
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert client.get("/metrics", REMOTE_ADDR="10.2.0.1").status_code == 403
     outsider = {"REMOTE_ADDR": "198.51.100.9"}

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batches import formats, scheduler, selectors, shown_batch, state, status, workers
+from batches.conf import batches_settings
 from batches.models import Batch, BatchStatus, Chunk, Worker
 
 pytestmark = pytest.mark.both_backends
@@ -183,7 +184,7 @@ def test_a_lost_worker_shows_while_its_chunks_wait_for_a_thread_however_long(db,
 
 def test_stalled_names_the_last_checkpoint_while_workers_are_alive(db, now, settings):
     pool = worker(now)
-    stuck = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 5)
+    stuck = batch(now, checkpoint_ago=batches_settings.STALL_SECONDS + 5)
     claim(stuck, pool)
     said = condition(stuck, now)
     assert said.code == "stalled" and "no progress since" in said.message
@@ -193,7 +194,7 @@ def test_stalled_names_the_last_checkpoint_while_workers_are_alive(db, now, sett
 def test_waiting_for_its_turn_when_every_thread_is_busy_with_other_batches(db, now, settings):
     pool = worker(now, threads=1)
     claim(batch(now), pool)
-    waiting = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 5)
+    waiting = batch(now, checkpoint_ago=batches_settings.STALL_SECONDS + 5)
     said = condition(waiting, now)
     assert (said.code, said.message) == ("waiting", "Waiting for its turn: every worker thread is busy (1 of 1).")
 
@@ -215,16 +216,16 @@ def test_runners_lost_at_a_hand_off_say_so_never_running(db, now, settings):
     )
     assert not waiting.moving and waiting.since == orphaned.heartbeat_at
 
-    later = now + timedelta(seconds=settings.BATCHES_STALL_SECONDS)
+    later = now + timedelta(seconds=batches_settings.STALL_SECONDS)
     stalled = condition(orphaned, now, described_at=later)
-    resumes = formats.clock(lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS), seconds=True)
+    resumes = formats.clock(lease_ends + timedelta(seconds=batches_settings.SWEEP_SECONDS), seconds=True)
     assert stalled.code == "stalled" and not stalled.moving
     assert (
         stalled.message
         == f"Stalled: no worker has taken up its work since {last}. Resuming by {resumes} at the latest."
     )
 
-    past_the_lease = lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS + 1)
+    past_the_lease = lease_ends + timedelta(seconds=batches_settings.SWEEP_SECONDS + 1)
     assert condition(orphaned, now, described_at=past_the_lease).message.endswith("Resuming shortly.")
 
 
@@ -232,10 +233,10 @@ def test_claims_left_behind_by_a_cut_say_stalled_and_when_it_resumes(db, now, se
     """A database cut: the worker lives on, its runners died mid-checkpoint holding their claims."""
     pool = worker(now)
     lease_ends = now + timedelta(seconds=20)
-    stuck = batch(now, checkpoint_ago=settings.BATCHES_STALL_SECONDS + 1, lease_expires_at=lease_ends)
+    stuck = batch(now, checkpoint_ago=batches_settings.STALL_SECONDS + 1, lease_expires_at=lease_ends)
     claim(stuck, pool)
     said = condition(stuck, now)
-    resumes = formats.clock(lease_ends + timedelta(seconds=settings.BATCHES_SWEEP_SECONDS), seconds=True)
+    resumes = formats.clock(lease_ends + timedelta(seconds=batches_settings.SWEEP_SECONDS), seconds=True)
     assert said.code == "stalled" and said.message.endswith(
         f"its worker is alive. Resuming by {resumes} at the latest."
     )

@@ -1,11 +1,12 @@
-"""Refuse API request bodies over API_MAX_BODY_BYTES before anything reads them."""
+"""Refuse API request bodies over BATCHES_API_MAX_BODY_BYTES before anything reads them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from batches.conf import batches_settings
 
 from .errors import ApiError, error_response
 
@@ -20,9 +21,9 @@ class ApiBodyLimit:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 return self._refuse(400, "invalid_content_length", "The Content-Length header is not a number.")
-            if length > settings.API_MAX_BODY_BYTES:
+            if length > batches_settings.API_MAX_BODY_BYTES:
                 return self._refuse(
-                    413, "body_too_large", f"Request bodies are limited to {settings.API_MAX_BODY_BYTES} bytes."
+                    413, "body_too_large", f"Request bodies are limited to {batches_settings.API_MAX_BODY_BYTES} bytes."
                 )
         return self.get_response(request)
 

@@ -8,7 +8,7 @@ moment but are never counted. A locked address is refused *before* its token is 
 good token included: a lock that still told a good token from a bad one would let
 guessing go on, and a refused request costs one indexed read. Requests without a bearer token
 (the web UI's session) are not affected. The price: a client that shares its address with a
-misbehaving one (behind one NAT) waits out the window too; the allowance (API_BAD_TOKEN_LIMIT)
+misbehaving one (behind one NAT) waits out the window too; the allowance (BATCHES_API_BAD_TOKEN_LIMIT)
 is generous because a well-behaved client stops at its first 401.
 """
 
@@ -18,18 +18,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from batches.api.errors import ApiError, error_response, too_many
 from batches.client_address import client_address
+from batches.conf import batches_settings
 from batches.throttle.windows import one_at_a_time, record_failure, seconds_locked
 
 KIND = "api_token"
 
 
 def _window() -> timedelta:
-    return timedelta(seconds=settings.API_BAD_TOKEN_WINDOW_SECONDS)
+    return timedelta(seconds=batches_settings.API_BAD_TOKEN_WINDOW_SECONDS)
 
 
 def record_bad_token(request: HttpRequest) -> None:
@@ -41,7 +41,7 @@ def lookup_allowed(request: HttpRequest) -> Iterator[None]:
     """Look up (and count) a token inside: raises a 429 ApiError when the address is locked."""
     client = client_address(request)
     with one_at_a_time(KIND, client):
-        wait = seconds_locked(KIND, client, limit=settings.API_BAD_TOKEN_LIMIT, window=_window())
+        wait = seconds_locked(KIND, client, limit=batches_settings.API_BAD_TOKEN_LIMIT, window=_window())
         if wait is not None:
             raise _refusal(wait)
         yield
@@ -53,7 +53,9 @@ class RefuseLockedClients:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/api/") and _sends_bearer_token(request):
-            wait = seconds_locked(KIND, client_address(request), limit=settings.API_BAD_TOKEN_LIMIT, window=_window())
+            wait = seconds_locked(
+                KIND, client_address(request), limit=batches_settings.API_BAD_TOKEN_LIMIT, window=_window()
+            )
             if wait is not None:
                 return _too_many(wait)
         return self.get_response(request)

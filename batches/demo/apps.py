@@ -7,6 +7,7 @@ class DemoConfig(AppConfig):
     name = "batches.demo"
     label = "demo"
     verbose_name = "Demo: events and tickets"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         # Here, not at the top: the operation uses the demo's models, which exist once the apps are loaded.
