@@ -6,7 +6,5 @@ class BatchesConfig(AppConfig):
     verbose_name = "Bulk operations"
 
     def ready(self) -> None:
-        # Imported here, not at the top: both use models, which exist only once the apps are loaded.
-        from . import accounts, actors  # noqa: F401 - the actors declare themselves on the broker
-
-        accounts.connect()  # a password change revokes the user's API tokens
+        # Imported here, not at the top: the actors use models, which exist only once the apps are loaded.
+        from .engine import actors  # noqa: F401 - the actors declare themselves on the broker

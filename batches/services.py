@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from . import recovery, state
+from .engine import recovery, state
 from .models import Batch, BatchStatus
 from .operations import Operation, UnknownOperation, get_operation
 from .selectors import may_view, progress

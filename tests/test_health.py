@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
-from batches import health
+from batches.ops import health
 from tests.support import BASE_DIR, free_port, subprocess_env, wait_until, web_server
 
 pytestmark = pytest.mark.django_db
