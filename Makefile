@@ -62,6 +62,7 @@ run: $(DEPS)
 lint: $(DEPS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	@if docker compose version >/dev/null 2>&1; then docker compose config -q; \
 	elif command -v docker-compose >/dev/null; then docker-compose config -q; \
 	else echo "docker-compose.yml not validated: no compose client here (Debian: apt-get install docker-compose)"; fi

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from batches.demo.models import Event, Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
+from site_config.demo.models import Event, Ticket
 from tests.support import WorkerProcess, flush_broker
 
 

@@ -8,7 +8,6 @@ class BatchesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported here, not at the top: they use models, which exist only once the apps are loaded.
-        from . import accounts, actors, checks  # noqa: F401 - actors declare themselves on the broker; checks register
-
-        accounts.connect()  # a password change revokes the user's API tokens
+        # Imported here, not at the top: the actors use models, which exist only once the apps are loaded.
+        from . import checks  # noqa: F401 - the checks register themselves
+        from .engine import actors  # noqa: F401 - the actors declare themselves on the broker

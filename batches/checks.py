@@ -37,7 +37,7 @@ from .conf import all_settings, batches_settings, unknown_settings
 from .operations import Operation, all_operations
 
 TAG = "batches"
-WORKER_MIDDLEWARE = "batches.middleware.WorkerLifecycle"
+WORKER_MIDDLEWARE = "batches.engine.middleware.WorkerLifecycle"
 SERIALISING_SQLITE_MODES = {"IMMEDIATE", "EXCLUSIVE"}
 
 
@@ -51,7 +51,7 @@ def check_dramatiq(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
                 id="batches.E001",
             )
         ]
-    from .middleware import WorkerLifecycle
+    from .engine.middleware import WorkerLifecycle
 
     broker = dramatiq.get_broker()
     if not any(isinstance(middleware, WorkerLifecycle) for middleware in broker.middleware):

@@ -171,6 +171,11 @@ class BatchesSettings:
     API_BAD_TOKEN_WINDOW_SECONDS = Setting(
         600, "the window those unknown tokens are counted in, and how long the 429 lasts", _positive_seconds
     )
+    CLIENT_ADDRESS = Setting(
+        "",
+        "dotted path to a callable(request) -> the client's address, for proxies the site trusts (empty: REMOTE_ADDR)",
+        _text,
+    )
     # --- Operating it ---
     METRICS_ALLOWED_ADDRESSES = Setting(
         ["127.0.0.1", "::1"], "addresses or networks that may read /metrics and /readyz's details", _networks

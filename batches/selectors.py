@@ -11,11 +11,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import shown_batch
-from .items import batch_items
+from .engine import shown_batch
+from .engine.items import batch_items
+from .engine.status import with_liveness
 from .models import Batch, ItemFailure
 from .operations import Operation, UnknownOperation, all_operations, get_operation, label_of
-from .status import with_liveness
 
 
 def fresh(batch: Batch) -> Batch:
@@ -25,7 +25,7 @@ def fresh(batch: Batch) -> Batch:
 
 def shown_batches() -> QuerySet[Batch]:
     """Batches as every view shows them: with who started and cancelled them, and what the
-    workers are doing about them (batches.status), in one query."""
+    workers are doing about them (batches.engine.status), in one query."""
     return with_liveness(Batch.objects.select_related("created_by", "cancelled_by"))
 
 
@@ -46,7 +46,7 @@ def may_view(user: AbstractBaseUser | AnonymousUser, batch: Batch) -> bool:
 
 def visible_batch(user: AbstractBaseUser | AnonymousUser, batch_id: int) -> Batch | None:
     """One query: the batch with who started it and what the workers are doing about it (see
-    batches.status), or None when it is missing or not the user's to see."""
+    batches.engine.status), or None when it is missing or not the user's to see."""
     batch = shown_batch.load(batch_id)
     return batch if batch is not None and may_view(user, batch) else None
 

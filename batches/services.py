@@ -17,8 +17,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from . import recovery, state
 from .conf import batches_settings
+from .engine import recovery, state
 from .models import Batch, BatchStatus
 from .operations import Operation, UnknownOperation, get_operation
 from .selectors import may_view, progress

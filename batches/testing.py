@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import dramatiq
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import dispatch
+from .engine import dispatch
 from .models import Batch
 from .services import User, start_batch
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db.models import F, QuerySet
 
-from batches.demo.models import Ticket
 from batches.operations import BatchContext, ItemContext, ObjectId, Operation, register
+from site_config.demo.models import Ticket
 
 
 class _OverEvent(Operation):

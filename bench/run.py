@@ -67,13 +67,13 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 import bench.operations  # noqa: E402, F401 - registers the benchmark operations
-from batches import engine, scheduler, workers  # noqa: E402
-from batches.api.tokens import create_token  # noqa: E402
-from batches.demo.models import Event, Ticket  # noqa: E402
+from batches.engine import runner, scheduler, workers  # noqa: E402
+from batches.engine.state import end as end_batch  # noqa: E402
 from batches.models import Batch, BatchStatus, Chunk, Worker  # noqa: E402
 from batches.services import start_batch  # noqa: E402
-from batches.state import end as end_batch  # noqa: E402
+from batches.tokens import create_token  # noqa: E402
 from bench import pollers  # noqa: E402
+from site_config.demo.models import Event, Ticket  # noqa: E402
 from tests.support import WorkerProcess, flush_broker, wait_until  # noqa: E402
 
 
@@ -162,8 +162,8 @@ def engine_run(operation: str, event: Event) -> float:
     batch = start_batch(operation=operation, data={"event_id": event.pk}, user=bench_user()).batch
 
     def run() -> None:
-        for chunk_id in engine.plan(batch.pk):
-            while engine.run_chunk(chunk_id, budget_seconds=3600) is engine.ChunkState.MORE:
+        for chunk_id in runner.plan(batch.pk):
+            while runner.run_chunk(chunk_id, budget_seconds=3600) is runner.ChunkState.MORE:
                 pass
 
     seconds = timed(run)
@@ -563,8 +563,8 @@ def machinery_cost() -> None:
         Worker.objects.all().delete()
         workers.register(threads=1, queues=["default"])
         batch = start_batch(operation=operation, data={"event_id": event.pk}, user=bench_user()).batch
-        engine.plan(batch.pk)
-        seconds = timed(lambda: engine.run_runner(batch.pk, budget_seconds=3600))
+        runner.plan(batch.pk)
+        seconds = timed(lambda: runner.run_runner(batch.pk, budget_seconds=3600))
         batch.refresh_from_db()
         assert batch.status == BatchStatus.FINISHED and batch.done_count == batch.total, batch
         workers.me.worker_id = None
@@ -628,7 +628,7 @@ def sharing(big: Event) -> None:
 
 def per_user_shares() -> None:
     """One user's batch beside another user's four, the fairness key per user: their rates over a window."""
-    from batches.demo.operations import ReissueTickets
+    from site_config.demo.operations import ReissueTickets
 
     bob, _ = get_user_model().objects.update_or_create(username="bench-b", defaults={"is_superuser": True})
     events = [event_with(3_000 + n) for n in range(5)]  # five scopes of their own

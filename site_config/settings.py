@@ -94,21 +94,27 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # Before ninja: its templates/ninja/swagger.html (the API docs page) replaces ninja's own.
+    "batches.api",
+    "batches.api.throttle",
     "ninja",
     "axes",
     "csp",
     "batches",  # before django_dramatiq: its `rundramatiq` wraps django_dramatiq's
     "django_dramatiq",
-    "batches.throttle",
-    "batches.demo",
+    "batches.web",
+    "batches.admin",
+    "batches.cli",
+    "site_config",  # after django_dramatiq and auth: its admin.py replaces their admin registrations
+    "site_config.demo",
 ]
 
 MIDDLEWARE = [
     # First: /healthz and /readyz answer before host checks, HTTPS redirects, sessions and throttles.
-    "batches.health.HealthEndpoints",
+    "batches.ops.health.HealthEndpoints",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    "batches.request_checks.RejectNulBytes",
+    "site_config.request_checks.RejectNulBytes",
     "batches.api.token_throttle.RefuseLockedClients",
     "batches.api.middleware.ApiBodyLimit",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -117,19 +123,19 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # htmx requests turned away by login_required: 401 and a sentence, not the login page in a panel.
-    "batches.error_pages.SignedOutAnswers",
+    "site_config.error_pages.SignedOutAnswers",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "batches.viewer_zone.ViewerTimeZone",
-    "batches.http_headers.PrivateAnswers",
+    "site_config.viewer_zone.ViewerTimeZone",
+    "site_config.http_headers.PrivateAnswers",
     # Last, as django-axes asks: it turns a lockout found during authentication into its page.
     "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "site_config.urls"
 # A refused CSRF check: the site's 403 page (a fragment for htmx), its reason in plain words.
-CSRF_FAILURE_VIEW = "batches.error_pages.csrf_failure"
+CSRF_FAILURE_VIEW = "site_config.error_pages.csrf_failure"
 WSGI_APPLICATION = "site_config.wsgi.application"
 
 TEMPLATES = [
@@ -214,8 +220,10 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]  # "no
 if env_bool("SECURE_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # How many proxies in front of the app append the client's address to X-Forwarded-For
-# (batches/client_address.py); 0 means REMOTE_ADDR is the client.
+# (site_config/client_address.py); 0 means REMOTE_ADDR is the client.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# The engine's API token throttle and /metrics see the client this way too (else REMOTE_ADDR).
+BATCHES_CLIENT_ADDRESS = "site_config.client_address.client_address"
 
 # Content-Security-Policy (django-csp 4): our own files only, no inline script, no eval. htmx
 # runs under it with its inline indicator styles and eval off (templates/base.html).
@@ -239,13 +247,13 @@ CONTENT_SECURITY_POLICY = {
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
-AXES_RESET_ON_SUCCESS = True  # narrowed to the account and address that logged in: batches/login_attempts.py
-AXES_HANDLER = "batches.login_attempts.LoginAttempts"  # axes' database handler: Postgres and SQLite
+AXES_RESET_ON_SUCCESS = True  # narrowed to the account and address that logged in: site_config/login_attempts.py
+AXES_HANDLER = "site_config.login_attempts.LoginAttempts"  # axes' database handler: Postgres and SQLite
 # Refused attempts during a lockout do not extend it: the cool-off the page names holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_CLIENT_IP_CALLABLE = "batches.client_address.client_address"
+AXES_CLIENT_IP_CALLABLE = "site_config.client_address.client_address"
 AXES_DISABLE_ACCESS_LOG = True  # keep the failures the lockout needs, not a row for every login
 
 # API tokens: after API_BAD_TOKEN_LIMIT unknown tokens from one client address within
@@ -268,7 +276,7 @@ _DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
-    "batches.middleware.WorkerLifecycle",
+    "batches.engine.middleware.WorkerLifecycle",
 ]
 if BROKER_KIND == "rabbitmq":
     DRAMATIQ_BROKER = {
@@ -297,7 +305,7 @@ if env_bool("DRAMATIQ_PROMETHEUS"):
     _DRAMATIQ_MIDDLEWARE.append("dramatiq.middleware.prometheus.Prometheus")
 
 # --- Operating it -----------------------------------------------------------------------------
-# /metrics (batches/metrics.py) answers these addresses or networks (as batches/client_address.py
+# /metrics (batches/ops/metrics.py) answers these addresses or networks (as site_config/client_address.py
 # sees the client), and any request bearing `Authorization: Bearer METRICS_TOKEN`.
 env_setting("METRICS_ALLOWED_ADDRESSES", comma_list, "BATCHES_METRICS_ALLOWED_ADDRESSES")
 for _entry in globals().get("BATCHES_METRICS_ALLOWED_ADDRESSES", []):
@@ -336,15 +344,15 @@ DEMO_ITEM_DELAY_MS = int(os.environ.get("DEMO_ITEM_DELAY_MS", "50"))
 DEMO_FAIL_EVERY = int(os.environ.get("DEMO_FAIL_EVERY", "97"))
 DEMO_ITEM_TIME_LIMIT = float(os.environ.get("DEMO_ITEM_TIME_LIMIT", "30"))
 
-# LOG_FORMAT=json: every line one JSON object (batches/events.py), a batch event's fields at the top.
+# LOG_FORMAT=json: every line one JSON object (batches/engine/events.py), a batch event's fields at the top.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured("LOG_FORMAT is text (the default) or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "batches.log_format.JsonLines"}, "message": {"format": "%(message)s"}},
-    "filters": {"quiet_probes": {"()": "batches.log_format.QuietProbes"}},
+    "formatters": {"json": {"()": "site_config.log_format.JsonLines"}, "message": {"format": "%(message)s"}},
+    "filters": {"quiet_probes": {"()": "site_config.log_format.QuietProbes"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})},
         # granian's access log as granian writes it (stdout, the line alone), less the answered probes.

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from batches.api.tokens import create_token
 from batches.models import ApiToken, Batch, BatchStatus
+from batches.tokens import create_token
 
 TOKEN_ADD = reverse("admin:batches_apitoken_add")
 TOKEN_LIST = reverse("admin:batches_apitoken_changelist")

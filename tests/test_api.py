@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from batches import engine
-from batches.api.tokens import create_token, revoke
+from batches.engine import runner
 from batches.models import ApiToken, Batch, BatchStatus, IdempotencyRecord, ItemFailure
+from batches.tokens import create_token, revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -152,7 +152,7 @@ def test_idempotency_key_in_flight_is_409_and_an_abandoned_one_is_reclaimed(api,
     record = IdempotencyRecord.objects.create(
         user=alice, key="k-3", fingerprint="", expires_at=timezone.now() + timedelta(hours=1)
     )
-    from batches.api import idempotency
+    from batches import idempotency
 
     body = {"operation": "reissue_tickets", "params": {"event_id": event.pk}}
     IdempotencyRecord.objects.filter(pk=record.pk).update(
@@ -223,8 +223,8 @@ def test_cancel_and_retry_failed(api, event, settings):
     assert response.status_code == 400 and response.json()["error"]["code"] == "no_failed_items"
 
     full = start(api, event).json()["id"]
-    for chunk_id in engine.plan(full):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(full):
+        runner.run_chunk(chunk_id, budget_seconds=600)
     response = post(api, f"/api/batches/{full}/retry-failed")
     assert response.status_code == 202
     assert response.json()["retry_of"] == full and response["Location"] == f"/api/batches/{response.json()['id']}"
@@ -233,8 +233,8 @@ def test_cancel_and_retry_failed(api, event, settings):
 def test_failures_and_the_csv_report(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 7
     batch_id = start(api, event).json()["id"]
-    for chunk_id in engine.plan(batch_id):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(batch_id):
+        runner.run_chunk(chunk_id, budget_seconds=600)
 
     failures = api.get(f"/api/batches/{batch_id}/failures?page_size=1").json()
     assert failures["count"] == 2 and len(failures["results"]) == 1 and failures["next"]
@@ -251,8 +251,8 @@ def test_failures_and_the_csv_report(api, event, settings):
 def test_the_report_of_a_batch_whose_scope_was_deleted_gives_its_failures_and_counts(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 7
     batch_id = start(api, event).json()["id"]
-    for chunk_id in engine.plan(batch_id):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(batch_id):
+        runner.run_chunk(chunk_id, budget_seconds=600)
     failed = sorted(ItemFailure.objects.filter(batch_id=batch_id).values_list("item_key", flat=True))
     event.delete()  # its tickets with it
 
@@ -270,9 +270,9 @@ def test_the_report_of_a_batch_whose_scope_was_deleted_gives_its_failures_and_co
 def test_the_report_counts_what_a_cancel_left_as_skipped(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.BATCHES_CHECKPOINT_SECONDS = 0, 0.0
     batch_id = start(api, event).json()["id"]
-    (chunk_id,) = engine.plan(batch_id)
+    (chunk_id,) = runner.plan(batch_id)
     for _ in range(5):
-        engine.run_checkpoint(chunk_id)
+        runner.run_checkpoint(chunk_id)
     post(api, f"/api/batches/{batch_id}/cancel")
     lines = b"".join(api.get(f"/api/batches/{batch_id}/report.csv").streaming_content).decode().splitlines()
     outcomes = [line.split(",")[1] for line in lines[1:]]
@@ -369,8 +369,8 @@ def test_retry_of_a_batch_whose_event_was_deleted_or_operation_removed_is_409_an
 def test_the_report_of_a_batch_whose_operation_was_removed_is_409_before_streaming(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS = 0
     batch_id = start(api, event).json()["id"]
-    for chunk_id in engine.plan(batch_id):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(batch_id):
+        runner.run_chunk(chunk_id, budget_seconds=600)
     Batch.objects.filter(pk=batch_id).update(operation="gone_operation")
 
     response = api.get(f"/api/batches/{batch_id}/report.csv")
@@ -385,8 +385,8 @@ FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)",
 def test_the_report_neutralises_cells_a_spreadsheet_would_run_as_formulas(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 3  # seats 3, 6, 9, 12, 15, 18 fail
     batch_id = start(api, event).json()["id"]
-    for chunk_id in engine.plan(batch_id):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(batch_id):
+        runner.run_chunk(chunk_id, budget_seconds=600)
     failures = list(ItemFailure.objects.filter(batch_id=batch_id).order_by("item_pk"))
     assert len(failures) == len(FORMULAS)
     for failure, formula in zip(failures, FORMULAS, strict=True):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from batches.api.tokens import create_token
 from batches.models import Batch
+from batches.tokens import create_token
 from tests.support import BASE_DIR, web_server
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from batches.api.tokens import create_token
-from batches.throttle.models import FailureWindow
+from batches.api.throttle.models import FailureWindow
+from batches.tokens import create_token
 from tests.support import web_server
 
 LIMIT = 3

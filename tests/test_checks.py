@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
 from batches import checks, operations
-from batches.middleware import WorkerLifecycle
+from batches.engine.middleware import WorkerLifecycle
 from tests.support import BASE_DIR, subprocess_env
 
 
@@ -82,12 +82,12 @@ def test_a_broker_without_the_worker_middleware_fails_check_with_the_line_to_add
     run = manage_check(
         tmp_path,
         'DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "MIDDLEWARE": [\n'
-        '    path for path in DRAMATIQ_BROKER["MIDDLEWARE"] if path != "batches.middleware.WorkerLifecycle"\n'
+        '    path for path in DRAMATIQ_BROKER["MIDDLEWARE"] if path != "batches.engine.middleware.WorkerLifecycle"\n'
         "]}\n",
     )
     assert run.returncode != 0
     assert "batches.E002" in run.stderr
-    assert 'Add "batches.middleware.WorkerLifecycle" to DRAMATIQ_BROKER["MIDDLEWARE"]' in run.stderr
+    assert 'Add "batches.engine.middleware.WorkerLifecycle" to DRAMATIQ_BROKER["MIDDLEWARE"]' in run.stderr
 
 
 def test_without_django_dramatiq_check_says_to_install_it():

@@ -13,7 +13,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from batches import state
+from batches.engine import state
 from batches.models import Batch, BatchStatus
 from batches.services import start_batch
 from tests.support import BASE_DIR, subprocess_env, wait_until

@@ -12,13 +12,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from batches import engine
-from batches.actors import batch_message_gave_up
-from batches.demo.models import Ticket
-from batches.demo.operations import ReissueTickets
+from batches.engine import runner
+from batches.engine.actors import batch_message_gave_up
+from batches.engine.recovery import recover_stale
 from batches.models import Batch, BatchStatus, Chunk, ItemFailure
-from batches.recovery import recover_stale
 from batches.services import cancel_batch, retry_failed, start_batch
+from site_config.demo.models import Ticket
+from site_config.demo.operations import ReissueTickets
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,8 +34,8 @@ def start(event, user) -> Batch:
 
 
 def run_all(batch: Batch) -> Batch:
-    for chunk_id in engine.plan(batch.pk):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+    for chunk_id in runner.plan(batch.pk):
+        runner.run_chunk(chunk_id, budget_seconds=600)
     batch.refresh_from_db()
     return batch
 
@@ -51,15 +51,15 @@ def test_cancel_ends_the_batch_at_once_counts_the_rest_as_skipped_and_frees_the_
     settings.BATCHES_CHECKPOINT_SECONDS = 0.0  # one item per checkpoint
     event = make_event(tickets=50)
     batch = start(event, alice)
-    (chunk_id,) = engine.plan(batch.pk)
+    (chunk_id,) = runner.plan(batch.pk)
     for _ in range(3):
-        engine.run_checkpoint(chunk_id)
+        runner.run_checkpoint(chunk_id)
 
     cancelled, ended = cancel_batch(batch.pk, user=alice)
 
     assert ended and cancelled.status == BatchStatus.CANCELLED and cancelled.cancelled_by == alice
     assert (cancelled.done_count, cancelled.skipped_count) == (3, 47)
-    assert engine.run_checkpoint(chunk_id) is engine.ChunkState.GONE
+    assert runner.run_checkpoint(chunk_id) is runner.ChunkState.GONE
     assert reissued(event) == 3
     assert cancel_batch(batch.pk, user=alice)[1] is False, "cancelling twice ends it once"
     assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
@@ -70,8 +70,8 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
     # never overlap.
     event = make_event(tickets=30)
     batch = start(event, alice)
-    (chunk_id,) = engine.plan(batch.pk)
-    op_class = type(engine.get_operation("reissue_tickets"))
+    (chunk_id,) = runner.plan(batch.pk)
+    op_class = type(runner.get_operation("reissue_tickets"))
     real_handle = op_class.handle
 
     def cancel_from_another_connection():
@@ -88,7 +88,7 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
             canceller.join()
 
     with mock.patch.object(op_class, "handle", handle), mock.patch.object(op_class, "handle_many", None):
-        assert engine.run_chunk(chunk_id, budget_seconds=600) is engine.ChunkState.GONE
+        assert runner.run_chunk(chunk_id, budget_seconds=600) is runner.ChunkState.GONE
 
     batch.refresh_from_db()
     assert batch.status == BatchStatus.CANCELLED
@@ -100,7 +100,7 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
 def test_a_cancel_before_planning_stops_the_batch_from_running(fast_demo, make_event, alice):
     batch = start(make_event(tickets=10), alice)
     cancel_batch(batch.pk, user=alice)
-    assert engine.plan(batch.pk) == []
+    assert runner.plan(batch.pk) == []
     batch.refresh_from_db()
     assert (batch.status, batch.skipped_count, batch.total) == (BatchStatus.CANCELLED, 0, None)
 
@@ -221,12 +221,12 @@ def make_stale(batch: Batch) -> None:
 def test_the_sweep_resumes_stale_batches_once_per_lease(fast_demo, make_event, alice):
     queued = start(make_event(tickets=10), alice)
     running = start(make_event(tickets=10), alice)
-    engine.plan(running.pk)
+    runner.plan(running.pk)
     fresh = start(make_event(tickets=10), alice)
     make_stale(queued)
     make_stale(running)
 
-    with mock.patch("batches.dispatch.plan") as plan, mock.patch("batches.dispatch.run") as run:
+    with mock.patch("batches.engine.dispatch.plan") as plan, mock.patch("batches.engine.dispatch.run") as run:
         recovered = {(r.batch_id, r.action) for r in recover_stale()}
         assert recover_stale() == [], "a recovered batch has a new lease"
 
@@ -242,7 +242,7 @@ def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, fast
     settings.BATCHES_MAX_RECOVERIES = 2
     stuck = start(make_event(tickets=3), alice)
     orphan = Batch.objects.create(operation="gone_operation", scope_key="x", lease_expires_at=timezone.now())
-    with mock.patch("batches.dispatch.plan"):
+    with mock.patch("batches.engine.dispatch.plan"):
         for _ in range(3):
             make_stale(stuck)
             recover_stale()
@@ -263,7 +263,7 @@ def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, m
     assert (joined.created, joined.resumed) == (False, False)
 
     make_stale(batch)
-    with mock.patch("batches.dispatch.plan") as plan:
+    with mock.patch("batches.engine.dispatch.plan") as plan:
         resumed = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
     assert (resumed.batch.pk, resumed.resumed) == (batch.pk, True)
     plan.assert_called_once_with(batch.pk)
@@ -274,7 +274,7 @@ def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, m
 def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, capsys):
     batch = start(make_event(tickets=3), alice)
     make_stale(batch)
-    with mock.patch("batches.dispatch.plan"):
+    with mock.patch("batches.engine.dispatch.plan"):
         call_command("batches", "recover")
     assert f"Batch {batch.pk}: replanned." in capsys.readouterr().out
 
@@ -282,7 +282,7 @@ def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, c
 @pytest.mark.both_backends
 def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo, make_event, alice):
     batch = start(make_event(tickets=3), alice)
-    engine.plan(batch.pk)
+    runner.plan(batch.pk)
     message = {
         "actor_name": "run_batch",
         "args": [batch.pk],
@@ -296,7 +296,7 @@ def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo,
 
 @pytest.mark.both_backends
 def test_the_token_command_prints_a_working_token(alice, capsys):
-    from batches.api.tokens import user_for_token
+    from batches.tokens import user_for_token
 
     call_command("batches", "token", "alice", "--name", "ci")
     raw = capsys.readouterr().out.strip()

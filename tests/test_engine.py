@@ -6,11 +6,11 @@ from unittest import mock
 import pytest
 from django.db import OperationalError, connection
 
-from batches import engine
-from batches.demo.models import Ticket
-from batches.demo.operations import ReissueTickets
+from batches.engine import runner
 from batches.models import Batch, BatchStatus, Chunk, ItemFailure
 from batches.services import start_batch
+from site_config.demo.models import Ticket
+from site_config.demo.operations import ReissueTickets
 
 
 @pytest.fixture
@@ -24,8 +24,8 @@ def start(event, user) -> Batch:
 
 
 def run_to_the_end(batch: Batch) -> Batch:
-    for chunk_id in engine.plan(batch.pk):
-        assert engine.run_chunk(chunk_id, budget_seconds=600) is engine.ChunkState.FINISHED
+    for chunk_id in runner.plan(batch.pk):
+        assert runner.run_chunk(chunk_id, budget_seconds=600) is runner.ChunkState.FINISHED
     batch.refresh_from_db()
     return batch
 
@@ -72,9 +72,9 @@ def test_checkpoints_commit_progress_within_the_checkpoint_time(fast_demo, setti
     settings.BATCHES_CHECKPOINT_SECONDS = 0.0  # every item is its own checkpoint
     event = make_event(tickets=5)
     batch = start(event, make_user("alice"))
-    (chunk_id,) = engine.plan(batch.pk)
+    (chunk_id,) = runner.plan(batch.pk)
 
-    assert engine.run_checkpoint(chunk_id) is engine.ChunkState.MORE
+    assert runner.run_checkpoint(chunk_id) is runner.ChunkState.MORE
     batch.refresh_from_db()
     assert (batch.done_count, batch.heartbeat_at is not None) == (1, True)
     assert Ticket.objects.filter(event=event, reissue_count=1).count() == 1
@@ -87,8 +87,8 @@ def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(fast_demo, set
     settings.BATCHES_CHECKPOINT_SECONDS = 600
     event = make_event(tickets=300)
     batch = start(event, make_user("alice"))
-    (chunk_id,) = engine.plan(batch.pk)
-    real_handle = type(engine.get_operation("reissue_tickets")).handle
+    (chunk_id,) = runner.plan(batch.pk)
+    real_handle = type(runner.get_operation("reissue_tickets")).handle
     calls = 0
 
     def dies_on_the_150th_item(self, item, ctx):
@@ -99,17 +99,17 @@ def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(fast_demo, set
         real_handle(self, item, ctx)
 
     with (
-        mock.patch.object(type(engine.get_operation("reissue_tickets")), "handle", dies_on_the_150th_item),
-        mock.patch.object(type(engine.get_operation("reissue_tickets")), "handle_many", None),
+        mock.patch.object(type(runner.get_operation("reissue_tickets")), "handle", dies_on_the_150th_item),
+        mock.patch.object(type(runner.get_operation("reissue_tickets")), "handle_many", None),
         pytest.raises(OperationalError),
     ):
-        engine.run_chunk(chunk_id, budget_seconds=600)
+        runner.run_chunk(chunk_id, budget_seconds=600)
     # The checkpoint was rolled back whole: no effect, no counter, no cursor.
     assert Ticket.objects.filter(event=event, reissue_count__gt=0).count() == 0
     assert Chunk.objects.get(pk=chunk_id).cursor is None
 
     # The redelivered message resumes from the last committed cursor.
-    assert engine.run_chunk(chunk_id, budget_seconds=600) is engine.ChunkState.FINISHED
+    assert runner.run_chunk(chunk_id, budget_seconds=600) is runner.ChunkState.FINISHED
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FINISHED
     assert_counters_match_the_tables(batch, event)
@@ -121,13 +121,13 @@ def test_the_same_chunk_delivered_twice_at_once_runs_each_item_once(fast_demo, s
     settings.BATCHES_CHECKPOINT_SECONDS = 0.01
     event = make_event(tickets=400)
     batch = start(event, make_user("alice"))
-    (chunk_id,) = engine.plan(batch.pk)
+    (chunk_id,) = runner.plan(batch.pk)
     barrier = threading.Barrier(2)
 
     def deliver() -> None:
         try:
             barrier.wait()
-            engine.run_chunk(chunk_id, budget_seconds=600)
+            runner.run_chunk(chunk_id, budget_seconds=600)
         finally:
             connection.close()
 
@@ -146,8 +146,8 @@ def test_the_same_chunk_delivered_twice_at_once_runs_each_item_once(fast_demo, s
 @pytest.mark.django_db(transaction=True)
 def test_planning_twice_plans_once(fast_demo, make_event, make_user):
     batch = start(make_event(tickets=1001), make_user("alice"))
-    first = engine.plan(batch.pk)
-    again = engine.plan(batch.pk)
+    first = runner.plan(batch.pk)
+    again = runner.plan(batch.pk)
     assert first == again and len(first) == 3
     assert Chunk.objects.filter(batch=batch).count() == 3
 
@@ -157,10 +157,10 @@ def test_planning_twice_plans_once(fast_demo, make_event, make_user):
 def test_items_deleted_after_planning_are_counted_as_skipped(fast_demo, make_event, make_user):
     event = make_event(tickets=20)
     batch = start(event, make_user("alice"))
-    (chunk_id,) = engine.plan(batch.pk)
+    (chunk_id,) = runner.plan(batch.pk)
     Ticket.objects.filter(event=event, number__gt=15).delete()
 
-    engine.run_chunk(chunk_id, budget_seconds=600)
+    runner.run_chunk(chunk_id, budget_seconds=600)
     batch.refresh_from_db()
     assert (batch.status, batch.total, batch.skipped_count) == (BatchStatus.FINISHED, 20, 5)
     assert batch.done_count + batch.failed_count == 15
@@ -170,12 +170,12 @@ def test_items_deleted_after_planning_are_counted_as_skipped(fast_demo, make_eve
 @pytest.mark.django_db(transaction=True)
 def test_an_empty_scope_finishes_at_once(make_event, make_user):
     batch = start(make_event(tickets=0), make_user("alice"))
-    assert engine.plan(batch.pk) == []
+    assert runner.plan(batch.pk) == []
     batch.refresh_from_db()
     assert (batch.status, batch.total) == (BatchStatus.FINISHED, 0)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_message_for_a_deleted_batch_is_dropped_quietly():
-    assert engine.plan(987654) == []
-    assert engine.run_chunk(987654) is engine.ChunkState.GONE
+    assert runner.plan(987654) == []
+    assert runner.run_chunk(987654) is runner.ChunkState.GONE

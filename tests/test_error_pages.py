@@ -27,7 +27,7 @@ def assert_error_page(response, status: int, heading: str) -> str:
     assert response.status_code == status, body[:500]
     assert response["Content-Type"].startswith("text/html")
     assert '<header class="site-header">' in body and body.count("<main") == 1
-    assert "/static/css/app.css" in body
+    assert "/static/batches/css/app.css" in body
     assert f"<h1>{heading}</h1>" in body and f"<title>{heading}</title>" in body
     assert re.search(r'<ul class="ways-back">.*?<a href="/">Back to the events</a>.*?</ul>', body, re.S), "a way back"
     return body
@@ -114,7 +114,7 @@ def test_500_is_a_page_in_the_layout_and_a_fragment_for_htmx(alice_client, monke
 
     from django.test import RequestFactory
 
-    from batches.error_pages import server_error
+    from site_config.error_pages import server_error
 
     with django_assert_num_queries(0):
         server_error(RequestFactory().get("/"))

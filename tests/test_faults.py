@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import connection
 from dramatiq.brokers.redis import RedisBroker
 
-from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
+from site_config.demo.models import Ticket
 from tests.support import TcpProxy, flush_broker, redis_server, refreshed, wait_until
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from batches.models import Batch, BatchStatus, ItemFailure, Worker
-from batches.viewer_zone import COOKIE
+from site_config.viewer_zone import COOKIE
 from tests.support import HTMX
 
 pytestmark = pytest.mark.django_db

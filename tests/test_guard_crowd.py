@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from batches import state
-from batches.api.tokens import create_token
+from batches.engine import state
 from batches.models import Batch, BatchStatus
 from batches.services import start_batch
+from batches.tokens import create_token
 from tests.support import START_URL, wait_until, web_server
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -22,7 +22,7 @@ from django.db.migrations.loader import MigrationLoader
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from batches import health
+from batches.ops import health
 from tests.support import BASE_DIR, free_port, subprocess_env, wait_until, web_server
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from batches.api.tokens import create_token
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import StartLimitReached, start_batch
+from batches.tokens import create_token
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

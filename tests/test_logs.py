@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from batches import state
-from batches.log_format import JsonLines
+from batches.engine import state
 from batches.models import Batch
 from batches.services import cancel_batch, start_batch
+from site_config.log_format import JsonLines
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db

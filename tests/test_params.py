@@ -10,10 +10,10 @@ from django.urls import reverse
 from pydantic import Field
 
 from batches import operations
-from batches.api.tokens import create_token
-from batches.demo.models import Event
 from batches.models import Batch
 from batches.operations import ObjectId, Operation
+from batches.tokens import create_token
+from site_config.demo.models import Event
 from tests.support import HTMX, START_URL
 
 pytestmark = pytest.mark.django_db

@@ -10,10 +10,10 @@ import time
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from batches.demo.models import Ticket
 from batches.models import BatchStatus, Chunk, Worker
 from batches.operations import get_operation
 from batches.services import start_batch
+from site_config.demo.models import Ticket
 from tests.support import refreshed, registered_workers, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.both_brokers]  # what a dead consumer leaves on the broker differs

@@ -9,10 +9,10 @@ import pytest
 from django.db.models import Sum
 from django.utils import timezone
 
-from batches.demo.models import Ticket
-from batches.demo.operations import ReissueTickets
 from batches.models import Batch, BatchStatus, Chunk, Worker
 from batches.services import start_batch
+from site_config.demo.models import Ticket
+from site_config.demo.operations import ReissueTickets
 from tests.support import refreshed, wait_until
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from batches.api.tokens import create_token
+from batches.tokens import create_token
 from tests.support import BASE_DIR, web_server
 
 PRODUCTION_ENV = {

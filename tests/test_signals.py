@@ -14,12 +14,12 @@ import pytest
 from django.db import connection
 
 from batches import operations
-from batches.demo.models import Ticket
-from batches.demo.operations import ReissueTickets
 from batches.models import Batch, BatchStatus
 from batches.operations import Operation
 from batches.services import cancel_batch, start_batch
 from batches.testing import run_batch
+from site_config.demo.models import Ticket
+from site_config.demo.operations import ReissueTickets
 from tests.signal_log import SIGNALS, read_signal_log, signal_log
 from tests.support import refreshed, wait_until
 

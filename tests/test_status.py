@@ -11,8 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from batches import formats, scheduler, selectors, shown_batch, state, status, workers
+from batches import formats, selectors
 from batches.conf import batches_settings
+from batches.engine import scheduler, shown_batch, state, status, workers
 from batches.models import Batch, BatchStatus, Chunk, Worker
 
 pytestmark = pytest.mark.both_backends

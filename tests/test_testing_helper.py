@@ -12,12 +12,13 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from batches import operations, state
-from batches.demo.models import Ticket
+from batches import operations
+from batches.engine import state
 from batches.models import Batch, BatchStatus, Chunk, Worker
 from batches.operations import ItemContext, Operation
 from batches.services import start_batch
 from batches.testing import BatchDidNotEnd, run_batch, run_to_end
+from site_config.demo.models import Ticket
 from tests.support import START_URL
 
 # In a transaction that never commits (Django's TestCase, pytest-django's `db`), and committing.

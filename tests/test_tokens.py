@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from batches.api.tokens import create_token
 from batches.models import ApiToken
+from batches.tokens import create_token
 
 NEW_PASSWORD = "Tangerine-Lighthouse-48"
 

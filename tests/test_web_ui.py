@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.urls import reverse
 from django.utils import timezone
 
-from batches.engine import describe
+from batches.engine.runner import describe
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.operations import get_operation
 from tests.support import HTMX, START_URL

@@ -3,9 +3,9 @@ to the end, each item exactly once."""
 
 import pytest
 
-from batches.demo.models import Ticket
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import start_batch
+from site_config.demo.models import Ticket
 from tests.support import wait_until
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from batches import middleware
-from batches.demo.models import Ticket
+from batches.engine import middleware
 from batches.models import BatchStatus, Chunk, Worker
 from batches.services import start_batch
+from site_config.demo.models import Ticket
 from tests.support import refreshed, registered_workers, wait_until
 
 

@@ -12,8 +12,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
+from batches.tokens import user_for_token
+
 from .token_throttle import lookup_allowed, record_bad_token
-from .tokens import user_for_token
 
 
 class BearerToken(HttpBearer):

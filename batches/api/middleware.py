@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from batches.conf import batches_settings
 
 from .errors import ApiError, error_response
+from .mount import is_api_request
 
 
 class ApiBodyLimit:
@@ -16,7 +17,7 @@ class ApiBodyLimit:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
+        if is_api_request(request):
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

@@ -20,7 +20,7 @@ class StartIn(Schema):
 
 class BatchLinks(Schema):
     self: str
-    html: str = Field(..., description="The batch's page in the web UI.")
+    html: str | None = Field(..., description="The batch's page in the web UI (null where it is not installed).")
     failures: str
     report: str
     cancel: str | None = Field(None, description="Present while the batch is active.")

@@ -1,8 +1,8 @@
 """Repeated unknown API tokens from one client address: 429 + Retry-After until its window ends.
 
-Counted per client address (batches/client_address.py) in the database (batches/throttle), so
+Counted per client address (batches/clients.py) in the database (batches/api/throttle), so
 the count holds across web server processes. The check, the lookup and the count of one address
-run one at a time (batches.throttle.windows.one_at_a_time), so that a burst of bad tokens
+run one at a time (batches.api.throttle.windows.one_at_a_time), so that a burst of bad tokens
 released at once gets no more lookups than the allowance; good tokens wait their turn for a
 moment but are never counted. A locked address is refused *before* its token is looked up, a
 good token included: a lock that still told a good token from a bad one would let
@@ -20,10 +20,12 @@ from datetime import timedelta
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from batches.api.errors import ApiError, error_response, too_many
-from batches.client_address import client_address
+from batches.clients import client_address
 from batches.conf import batches_settings
-from batches.throttle.windows import one_at_a_time, record_failure, seconds_locked
+
+from .errors import ApiError, error_response, too_many
+from .mount import is_api_request
+from .throttle.windows import one_at_a_time, record_failure, seconds_locked
 
 KIND = "api_token"
 
@@ -52,7 +54,7 @@ class RefuseLockedClients:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/") and _sends_bearer_token(request):
+        if is_api_request(request) and _sends_bearer_token(request):
             wait = seconds_locked(
                 KIND, client_address(request), limit=batches_settings.API_BAD_TOKEN_LIMIT, window=_window()
             )

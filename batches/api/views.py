@@ -17,14 +17,14 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Header, Query, Router, Status
 
-from batches import selectors
+from batches import idempotency, selectors
 from batches.csv_export import csv_lines
+from batches.engine.status import with_liveness
 from batches.models import Batch
 from batches.operations import UnknownOperation, all_operations
+from batches.representation import batch_body
 from batches.services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
-from batches.status import describe, with_liveness
 
-from . import idempotency
 from .errors import ApiError, conflict, not_found, too_many
 from .schemas import (
     BatchOut,
@@ -47,49 +47,6 @@ IdempotencyKey = Header(
     max_length=255,
     description="Retry safely: the same key and body replay the first answer (keys expire after 24 hours).",
 )
-
-
-def batch_body(batch: Batch) -> dict[str, Any]:
-    condition = describe(batch)
-    progress = selectors.progress(batch, moving=condition.moving)
-    url = reverse("api:batch", args=[batch.pk])
-    return {
-        "id": batch.pk,
-        "operation": batch.operation,
-        "scope": batch.scope_key,
-        "scope_label": batch.scope_label,
-        "params": batch.params,
-        "status": batch.status,
-        "active": batch.is_active,
-        "total": progress.total,
-        "done": progress.done,
-        "failed": progress.failed,
-        "skipped": progress.skipped,
-        "percent": progress.percent,
-        "rate": round(progress.rate, 3) if progress.rate else None,
-        "eta_seconds": round(progress.eta.total_seconds()) if progress.eta is not None else None,
-        "condition": {"code": condition.code, "message": condition.message, "since": condition.since},
-        "error": batch.error,
-        "created_by": batch.created_by.get_username() if batch.created_by else None,
-        "cancelled_by": batch.cancelled_by.get_username() if batch.cancelled_by else None,
-        "retry_of": batch.retry_of_id,
-        "created_at": batch.created_at,
-        "started_at": batch.started_at,
-        "heartbeat_at": batch.heartbeat_at,
-        "finished_at": batch.finished_at,
-        "links": {
-            "self": url,
-            "html": reverse("batches:detail", args=[batch.pk]),
-            "failures": reverse("api:batch_failures", args=[batch.pk]),
-            "report": reverse("api:batch_report", args=[batch.pk]),
-            "cancel": reverse("api:batch_cancel", args=[batch.pk]) if batch.is_active else None,
-            "retry_failed": (
-                reverse("api:batch_retry_failed", args=[batch.pk])
-                if not batch.is_active and batch.failed_count
-                else None
-            ),
-        },
-    }
 
 
 def _visible(request: HttpRequest, batch_id: int) -> Batch:

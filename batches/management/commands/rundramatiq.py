@@ -1,4 +1,4 @@
-"""django_dramatiq's `rundramatiq`, running Dramatiq's CLI through batches.worker_main (SIGQUIT as
+"""django_dramatiq's `rundramatiq`, running Dramatiq's CLI through batches.engine.worker_main (SIGQUIT as
 SIGTERM). It takes precedence because batches comes before django_dramatiq in INSTALLED_APPS."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Command(DramatiqCommand):
         exec_dramatiq = os.execvp
 
         def exec_worker_main(path: str, argv: list[str]) -> None:
-            exec_dramatiq(sys.executable, [sys.executable, "-m", "batches.worker_main", *argv[1:]])
+            exec_dramatiq(sys.executable, [sys.executable, "-m", "batches.engine.worker_main", *argv[1:]])
 
         with mock.patch.object(os, "execvp", exec_worker_main):
             super().handle(*args, **options)

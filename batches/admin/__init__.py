@@ -1,0 +1,1 @@
+"""The batches' Django admin: an app of its own (batches.admin), its registrations in admin.py."""

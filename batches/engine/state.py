@@ -1,0 +1,358 @@
+"""Every change of a batch's state, in one place: create, plan, claim, checkpoint, close, end,
+resume, hand over. The engine, the services, the recovery sweep and the worker registry call
+down into these; nothing here knows who called.
+
+Each change is one conditional UPDATE (or one transaction under a row lock), so that two
+workers, a cancel and a sweep can race on a batch and exactly one of them wins each change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from batches import signals
+from batches.conf import batches_settings
+from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
+from batches.operations import Operation, UnknownOperation, get_operation
+
+from . import dispatch, events
+from .items import batch_items
+
+logger = logging.getLogger(__name__)
+
+
+def lease_for(op: Operation) -> timedelta:
+    """How long a batch may go without a checkpoint before it counts as stale."""
+    return timedelta(seconds=batches_settings.LEASE_SECONDS + op.item_time_limit)
+
+
+# --- create and plan --------------------------------------------------------------------------
+
+
+def create(
+    op: Operation,
+    scope_key: str,
+    params: Mapping[str, Any],
+    user: AbstractBaseUser | None,
+    retry_of: Batch | None,
+) -> Batch:
+    """Insert a queued batch and, once that commits, ask a worker to plan it."""
+    fairness_key, weight = op.fairness(params, user)
+    batch = Batch.objects.create(
+        operation=op.name,
+        scope_key=scope_key,
+        scope_label=op.scope_label(params),
+        params=dict(params),
+        created_by=user,
+        retry_of=retry_of,
+        fairness_key=fairness_key,
+        fairness_weight=weight,
+        max_parallel=op.max_parallel,
+        lease_expires_at=timezone.now() + lease_for(op),
+    )
+    transaction.on_commit(lambda: dispatch.plan(batch.pk), robust=True)
+    events.emit("created", batch.pk)
+    signals.send_on_commit(signals.batch_created, batch.pk)
+    return batch
+
+
+def plan(batch_id: int, planner: int | None = None) -> int:
+    """Snapshot a queued batch's items into chunks; return how many runners it should have.
+
+    Safe to run again: a batch that is already running just reports its runners. `planner`, the
+    registry's id of the worker planning it, is committed first, on its own: should that worker die
+    mid-plan (its transaction rolled back), the registry re-plans the batch at once (`replan_for`).
+    """
+    if planner is not None:
+        Batch.objects.filter(pk=batch_id, status=BatchStatus.QUEUED).update(planning_worker=planner)
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            logger.warning("Batch %s no longer exists; nothing to plan.", batch_id)
+            return 0
+        if batch.status == BatchStatus.QUEUED:
+            _snapshot_chunks(batch, get_operation(batch.operation))
+        if batch.status != BatchStatus.RUNNING:
+            return 0
+        return _runners_for(batch)
+
+
+def replan_for(worker_id: int) -> list[int]:
+    """Send a plan message for every batch still queued whose planning began on this (dead) worker;
+    their ids. A plain read, so that it never waits on the dead worker's locks: the new plan waits
+    for the batch row itself, and plans it exactly once (or finds it planned)."""
+    batch_ids = list(
+        Batch.objects.filter(status=BatchStatus.QUEUED, planning_worker=worker_id).values_list("pk", flat=True)
+    )
+
+    def send() -> None:
+        for batch_id in batch_ids:
+            dispatch.plan(batch_id)
+
+    if batch_ids:
+        transaction.on_commit(send, robust=True)
+        for batch_id in batch_ids:
+            events.emit("resumed", batch_id, action="replanned", worker_lost=worker_id)
+    return batch_ids
+
+
+def _runners_for(batch: Batch) -> int:
+    """As many runners as chunks left to run, at most the batch's max_parallel."""
+    return min(batch.max_parallel, batch.chunks.filter(finished_at__isnull=True).count())
+
+
+def _snapshot_chunks(batch: Batch, op: Operation) -> None:
+    keys = batch_items(batch, op).order_by("pk").values_list("pk", flat=True)
+    chunks: list[Chunk] = []
+    after = None
+    while True:
+        page = list((keys if after is None else keys.filter(pk__gt=after))[: op.chunk_size])
+        if not page:
+            break
+        chunks.append(Chunk(batch=batch, index=len(chunks), after_key=after, last_key=page[-1], size=len(page)))
+        after = page[-1]
+    Chunk.objects.bulk_create(chunks, batch_size=1000)
+    now = timezone.now()
+    batch.total = sum(chunk.size for chunk in chunks)
+    batch.pending_chunks = len(chunks)
+    batch.started_at = batch.heartbeat_at = now
+    batch.lease_expires_at = now + lease_for(op)
+    batch.status = BatchStatus.RUNNING if chunks else BatchStatus.FINISHED
+    batch.finished_at = None if chunks else now
+    batch.save(
+        update_fields=[
+            "total",
+            "pending_chunks",
+            "started_at",
+            "heartbeat_at",
+            "lease_expires_at",
+            "status",
+            "finished_at",
+        ]
+    )
+    events.emit("planned", batch.pk, chunks=len(chunks))
+    signals.send_on_commit(signals.batch_started, batch.pk)
+    if not chunks:
+        events.emit("finished", batch.pk)
+        signals.send_on_commit(signals.batch_finished, batch.pk)
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def claim_chunk(batch_id: int, worker_id: int | None) -> int | None:
+    """Claim the batch's unfinished chunk nobody holds that waited longest (never run first, then
+    in the order they were last let go); None when there is none."""
+    with transaction.atomic():
+        chunk = (
+            Chunk.objects.filter(batch_id=batch_id, finished_at__isnull=True, claimed_by__isnull=True)
+            .filter(batch__status=BatchStatus.RUNNING)
+            .select_for_update(of=("self",), skip_locked=True)
+            .order_by(F("claimed_at").asc(nulls_first=True), "index")
+            .only("pk")
+            .first()
+        )
+        if chunk is None:
+            return None
+        Chunk.objects.filter(pk=chunk.pk).update(claimed_by_id=worker_id, claimed_at=timezone.now())
+        return chunk.pk
+
+
+def release_claim(chunk_id: int, worker_id: int | None) -> None:
+    """Let go of a chunk; its claimed_at stays, so that the chunk waiting longest is claimed next."""
+    Chunk.objects.filter(pk=chunk_id, claimed_by_id=worker_id).update(claimed_by=None)
+
+
+def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int:
+    """Release every chunk a worker held and send runners for them at once; call in a transaction.
+
+    `lost`: the worker died (rather than stopped): its batches show it until each of these chunks
+    has made its next checkpoint. Unclaimed, they are the first to be claimed again.
+    """
+    now = now or timezone.now()
+    held = Counter(Chunk.objects.filter(claimed_by_id=worker_id).values_list("batch_id", flat=True))
+    if not held:
+        return 0
+    Chunk.objects.filter(claimed_by_id=worker_id).update(
+        claimed_by=None, claimed_at=None, handed_over_at=now if lost else None
+    )
+    batch_ids = sorted(held)
+    if lost:
+        _record_loss(worker_id, batch_ids, now)
+        for batch_id in batch_ids:
+            events.emit("worker_lost", batch_id, worker_id=worker_id, chunks=held[batch_id])
+
+    def send() -> None:
+        for batch_id in batch_ids:
+            dispatch.run(batch_id, count=held[batch_id])
+
+    transaction.on_commit(send, robust=True)
+    return held.total()
+
+
+def _record_loss(worker_id: int, batch_ids: list[int], now: datetime) -> None:
+    """Each batch tells the loss by the time the worker was last heard from (the time its page
+    gave while no worker ran), resumes now, and leaves the time it stood still out of its rate."""
+    last_heard = Worker.objects.filter(pk=worker_id).values_list("heartbeat_at", flat=True).first() or now
+    running = Batch.objects.filter(pk__in=batch_ids, status=BatchStatus.RUNNING)
+    for batch_id, last_checkpoint in running.values_list("pk", "heartbeat_at"):
+        stood_still = max(0.0, (now - (last_checkpoint or now)).total_seconds())
+        Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING).update(
+            worker_lost_at=last_heard,
+            resumed_at=now,
+            processed_at_loss=F("done_count") + F("failed_count") + F("skipped_count"),
+            paused_seconds=F("paused_seconds") + stood_still,
+        )
+
+
+# --- checkpoints and the end ------------------------------------------------------------------
+
+
+_CHECKPOINTED_FIELDS = (
+    "cursor",
+    "done_count",
+    "failed_count",
+    "finished_at",
+    "claimed_by",
+    "claimed_at",
+    "handed_over_at",
+)
+
+
+def record_checkpoint(
+    chunk: Chunk, op: Operation, *, done: int, failures: list[ItemFailure], exhausted: bool, now: datetime
+) -> bool:
+    """Commit a checkpoint's counters, cursor and failures with the items' effects (the caller's
+    transaction, holding the chunk's row lock). False when the batch ended meanwhile: then the
+    whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
+    counters: dict[str, Any] = {
+        "done_count": F("done_count") + done,
+        "failed_count": F("failed_count") + len(failures),
+        "heartbeat_at": now,
+        "lease_expires_at": now + lease_for(op),
+        "recoveries": 0,
+    }
+    chunk.done_count += done
+    chunk.failed_count += len(failures)
+    chunk.handed_over_at = None
+    if exhausted:
+        chunk.finished_at = now
+        chunk.claimed_by = None
+        chunk.claimed_at = None
+        # Items that vanished between planning and running are counted, not lost.
+        counters["skipped_count"] = F("skipped_count") + max(0, chunk.size - chunk.done_count - chunk.failed_count)
+        counters["pending_chunks"] = F("pending_chunks") - 1
+    if not Batch.objects.filter(pk=chunk.batch_id, status=BatchStatus.RUNNING).update(**counters):
+        transaction.set_rollback(True)
+        return False
+    ItemFailure.objects.bulk_create(failures)
+    chunk.save(update_fields=_CHECKPOINTED_FIELDS)
+    events.progress(chunk.batch_id)
+    if failures and op.max_failures is not None:
+        _fail_over_threshold(chunk.batch_id, op.max_failures, now)
+    if exhausted:
+        _close_if_complete(chunk.batch_id, now)
+    return True
+
+
+def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:
+    over = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, failed_count__gt=max_failures)
+    if over.exists():
+        end(
+            batch_id,
+            BatchStatus.FAILED,
+            error=f"Stopped early: more than {max_failures} items failed (the operation's limit).",
+            now=now,
+        )
+
+
+def _close_if_complete(batch_id: int, now: datetime) -> None:
+    # Conditional: only the checkpoint that finishes the last chunk matches, and only once.
+    closed = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, pending_chunks=0).update(
+        status=BatchStatus.FINISHED, finished_at=now
+    )
+    if closed:
+        logger.info("Batch %s finished.", batch_id)
+        events.emit("finished", batch_id)
+        signals.send_on_commit(signals.batch_finished, batch_id)
+
+
+def end(
+    batch_id: int,
+    status: BatchStatus,
+    *,
+    error: str = "",
+    cancelled_by: AbstractBaseUser | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """End an active batch as cancelled or failed; what was not done yet counts as skipped.
+
+    One conditional UPDATE, so concurrent ends (and the last checkpoint) cannot both win.
+    """
+    changes: dict[str, Any] = {
+        "status": status,
+        "finished_at": now or timezone.now(),
+        "skipped_count": Greatest(Coalesce(F("total"), Value(0)) - F("done_count") - F("failed_count"), Value(0)),
+    }
+    if error:
+        changes["error"] = error
+    if cancelled_by is not None:
+        changes["cancelled_by"] = cancelled_by
+    ended = Batch.objects.filter(pk=batch_id, status__in=ACTIVE_STATUSES).update(**changes)
+    if ended:
+        _free_claims(batch_id)
+        logger.info("Batch %s ended as %s. %s", batch_id, status, error)
+        events.emit(BatchStatus(status).value, batch_id, **({"error": error} if error else {}))
+        ended_signal = signals.batch_cancelled if status == BatchStatus.CANCELLED else signals.batch_failed
+        signals.send_on_commit(ended_signal, batch_id)
+    return bool(ended)
+
+
+def _free_claims(batch_id: int) -> None:
+    Chunk.objects.filter(batch_id=batch_id, claimed_by__isnull=False).update(claimed_by=None, claimed_at=None)
+
+
+# --- recovery ---------------------------------------------------------------------------------
+
+
+def resume(batch: Batch, now: datetime) -> tuple[str, str]:
+    """Re-enqueue a stale batch's work; call inside a transaction holding the batch's row lock.
+
+    Returns (action, detail): "replanned", "resumed" or "failed" and why.
+    """
+    try:
+        op = get_operation(batch.operation)
+    except UnknownOperation:
+        reason = f"Cannot resume: the operation {batch.operation!r} is not installed any more."
+        end(batch.pk, BatchStatus.FAILED, error=reason, now=now)
+        return "failed", reason
+    if batch.recoveries >= batches_settings.MAX_RECOVERIES:
+        reason = f"Cannot resume: no progress after {batch.recoveries} recoveries."
+        end(batch.pk, BatchStatus.FAILED, error=reason, now=now)
+        return "failed", reason
+
+    # Each recovery doubles the next lease, so a batch merely waiting in a long queue is not re-sent
+    # every minute.
+    Batch.objects.filter(pk=batch.pk).update(
+        lease_expires_at=now + lease_for(op) * min(2**batch.recoveries, 32), recoveries=F("recoveries") + 1
+    )
+    if batch.status == BatchStatus.QUEUED:
+        transaction.on_commit(lambda: dispatch.plan(batch.pk), robust=True)
+        events.emit("resumed", batch.pk, action="replanned", recoveries=batch.recoveries + 1)
+        return "replanned", ""
+    # Whoever held its chunks is not getting on with them: free them for the new runners.
+    _free_claims(batch.pk)
+    runners = max(1, _runners_for(batch))
+    transaction.on_commit(lambda: dispatch.run(batch.pk, count=runners), robust=True)
+    events.emit("resumed", batch.pk, action="resumed", runners=runners, recoveries=batch.recoveries + 1)
+    return "resumed", ""

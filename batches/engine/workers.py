@@ -1,0 +1,163 @@
+"""The registry of worker processes: who is alive, what they run, and who died.
+
+Each `rundramatiq` process registers a `Worker` row as it boots and heartbeats it every
+BATCHES_WORKER_HEARTBEAT_SECONDS from a thread of its own (batches/engine/middleware.py), whatever its
+items are doing. The same thread sweeps: a worker silent for BATCHES_WORKER_SILENCE_SECONDS, or
+one on this host whose process is gone, is declared dead by a conditional UPDATE (one sweeper
+wins), and the chunks it held are handed over at once (state.hand_over). A worker stopping on
+SIGTERM leaves the registry. A worker declared dead that was only slow finds its heartbeat
+refused, registers anew, and its old claims are no longer its own: its runners stop at their
+next checkpoint, and the chunk's row lock has kept every item exactly once meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.metadata import version
+
+from django.db import transaction
+from django.utils import timezone
+
+from batches.conf import batches_settings
+from batches.models import Chunk, Worker
+
+from . import state
+
+logger = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+
+
+def silence() -> timedelta:
+    return timedelta(seconds=batches_settings.WORKER_SILENCE_SECONDS)
+
+
+@dataclass
+class ThisProcess:
+    """What this process knows of itself as a worker: its row, and the items it has committed."""
+
+    worker_id: int | None = None
+    threads: int = 0
+    queues: list[str] = field(default_factory=list)
+    items_done: int = 0
+    _reported: tuple[int, float] = (0, 0.0)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_items(self, items: int) -> None:
+        with self._lock:
+            self.items_done += items
+
+
+me = ThisProcess()
+
+
+def register(threads: int, queues: list[str], now: datetime | None = None) -> Worker:
+    now = now or timezone.now()
+    worker = Worker.objects.create(
+        host=HOST,
+        pid=os.getpid(),
+        threads=threads,
+        queues=sorted(queues),
+        version=f"dramatiq {version('dramatiq')}",
+        started_at=now,
+        heartbeat_at=now,
+    )
+    me.worker_id, me.threads, me.queues = worker.pk, threads, sorted(queues)
+    logger.info("Worker %s registered (%s threads).", worker, threads)
+    return worker
+
+
+def heartbeat(now: datetime | None = None, clock: float | None = None) -> bool:
+    """Write this process's heartbeat; False when it had been declared dead (it then registers anew)."""
+    now = now or timezone.now()
+    with me._lock:
+        items, (last_items, last_clock) = me.items_done, me._reported
+    seconds = (now.timestamp() - last_clock) if last_clock else 0.0
+    rate = (items - last_items) / seconds if seconds > 0 else 0.0
+    alive = Worker.objects.filter(pk=me.worker_id, gone_at__isnull=True).update(
+        heartbeat_at=now, items_done=items, items_per_second=rate
+    )
+    me._reported = (items, now.timestamp())
+    if not alive:
+        logger.warning("Worker #%s was declared dead while alive; registering again.", me.worker_id)
+        register(me.threads, me.queues, now)
+    return bool(alive)
+
+
+def leave(reason: str = "stopped") -> None:
+    """This process stops: it leaves the registry; whatever it still held is handed over."""
+    if me.worker_id is None:
+        return
+    with transaction.atomic():
+        if Worker.objects.filter(pk=me.worker_id, gone_at__isnull=True).update(
+            gone_at=timezone.now(), gone_reason=reason
+        ):
+            state.hand_over(me.worker_id, lost=False)
+    me.worker_id = None
+
+
+def sweep_dead(now: datetime | None = None) -> list[int]:
+    """Declare dead every worker silent too long or, on this host, whose process is gone; hand over
+    what each held. Safe to run from every worker at once: each death is declared once."""
+    now = now or timezone.now()
+    suspects = Worker.objects.filter(gone_at__isnull=True).exclude(pk=me.worker_id)
+    silent = set(suspects.filter(heartbeat_at__lt=now - silence()).values_list("pk", flat=True))
+    vanished = {pk for pk, pid in suspects.filter(host=HOST).values_list("pk", "pid") if not _process_exists(pid)}
+    declared: list[int] = []
+    for worker_id in sorted(silent | vanished):
+        reason = "its process is gone" if worker_id in vanished else "silent for too long"
+        with transaction.atomic():
+            if Worker.objects.filter(pk=worker_id, gone_at__isnull=True).update(gone_at=now, gone_reason=reason):
+                handed = state.hand_over(worker_id, lost=True, now=now)
+                replanned = state.replan_for(worker_id)
+                logger.warning(
+                    "Worker #%s declared dead (%s); %s chunk(s) handed over, %s batch(es) sent to be planned again.",
+                    worker_id,
+                    reason,
+                    handed,
+                    len(replanned),
+                )
+                declared.append(worker_id)
+    return declared
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process of this host is running (a zombie, killed but not yet reaped, is not)."""
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    return True
+
+
+def is_alive(worker: Worker, now: datetime) -> bool:
+    return worker.gone_at is None and worker.heartbeat_at >= now - silence()
+
+
+def prune(older_than: timedelta = timedelta(days=1)) -> int:
+    """Forget workers gone for a day (the admin lists the recent ones)."""
+    return Worker.objects.filter(gone_at__lt=timezone.now() - older_than).delete()[0]
+
+
+def running_now(worker_ids: list[int]) -> dict[int, list[Chunk]]:
+    """The chunks each worker holds now, with their batches."""
+    held: dict[int, list[Chunk]] = {pk: [] for pk in worker_ids}
+    for chunk in Chunk.objects.filter(claimed_by__in=worker_ids).select_related("batch").order_by("batch", "index"):
+        held[chunk.claimed_by_id].append(chunk)
+    return held

@@ -1,8 +1,0 @@
-from django.apps import AppConfig
-
-
-class ThrottleConfig(AppConfig):
-    name = "batches.throttle"
-    label = "throttle"
-    verbose_name = "Throttles"
-    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,42 @@
+"""A refusal or error for people: a page in the site's layout (errors/page.html) with a way back, or,
+for an htmx request, a fragment (errors/_problem.html: one sentence and one link, `data-problem` on
+its root) that the web UI's app.js shows in the panel that asked. The web UI's refusals use it, and so
+do the site's error pages (site_config/error_pages.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+PAGE_TEMPLATE = "errors/page.html"
+FRAGMENT_TEMPLATE = "errors/_problem.html"
+HOME = ("/", "Back to the events")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What went wrong, for people. `sentence` and the first link make the fragment; the page shows
+    `title` as its heading, `message`, and every link."""
+
+    code: str
+    status: int
+    title: str
+    message: str
+    sentence: str
+    links: tuple[tuple[str, str], ...] = field(default=(HOME,))
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    # The header, not request.htmx: handlers may run before django-htmx's middleware has.
+    return request.headers.get("HX-Request") == "true"
+
+
+def answer(request: HttpRequest, problem: Problem, *, headers: dict[str, str] | None = None) -> HttpResponse:
+    template = FRAGMENT_TEMPLATE if wants_fragment(request) else PAGE_TEMPLATE
+    response = render(request, template, {"problem": problem}, status=problem.status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
