@@ -22,8 +22,9 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from . import dispatch, events
+from .done_keys import DoneKeys
 from .items import batch_items
-from .models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
+from .models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ItemFailure, Worker
 from .operations import Operation, UnknownOperation, get_operation
 
 logger = logging.getLogger(__name__)
@@ -225,19 +226,19 @@ _CHECKPOINTED_FIELDS = (
 
 
 def record_checkpoint(
-    chunk: Chunk, op: Operation, *, done: int, failures: list[ItemFailure], exhausted: bool, now: datetime
+    chunk: Chunk, op: Operation, *, done: DoneKeys, failures: list[ItemFailure], exhausted: bool, now: datetime
 ) -> bool:
-    """Commit a checkpoint's counters, cursor and failures with the items' effects (the caller's
-    transaction, holding the chunk's row lock). False when the batch ended meanwhile: then the
-    whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
+    """Commit a checkpoint's counters, cursor, failures and the keys it did with the items' effects
+    (the caller's transaction, holding the chunk's row lock). False when the batch ended meanwhile:
+    then the whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
     counters: dict[str, Any] = {
-        "done_count": F("done_count") + done,
+        "done_count": F("done_count") + done.count,
         "failed_count": F("failed_count") + len(failures),
         "heartbeat_at": now,
         "lease_expires_at": now + lease_for(op),
         "recoveries": 0,
     }
-    chunk.done_count += done
+    chunk.done_count += done.count
     chunk.failed_count += len(failures)
     chunk.handed_over_at = None
     if exhausted:
@@ -251,6 +252,15 @@ def record_checkpoint(
         transaction.set_rollback(True)
         return False
     ItemFailure.objects.bulk_create(failures)
+    if done.count:
+        Checkpoint.objects.create(
+            batch_id=chunk.batch_id,
+            first_key=done.first,
+            last_key=done.last,
+            done=done.count,
+            done_keys=done.encode(),
+            committed_at=now,
+        )
     chunk.save(update_fields=_CHECKPOINTED_FIELDS)
     events.progress(chunk.batch_id)
     if failures and op.max_failures is not None:
