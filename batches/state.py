@@ -253,14 +253,7 @@ def record_checkpoint(
         return False
     ItemFailure.objects.bulk_create(failures)
     if done.count:
-        Checkpoint.objects.create(
-            batch_id=chunk.batch_id,
-            first_key=done.first,
-            last_key=done.last,
-            done=done.count,
-            done_keys=done.encode(),
-            committed_at=now,
-        )
+        _record_done(chunk.batch_id, done, now)
     chunk.save(update_fields=_CHECKPOINTED_FIELDS)
     events.progress(chunk.batch_id)
     if failures and op.max_failures is not None:
@@ -268,6 +261,18 @@ def record_checkpoint(
     if exhausted:
         _close_if_complete(chunk.batch_id, now)
     return True
+
+
+def _record_done(batch_id: int, done: DoneKeys, now: datetime) -> None:
+    """The keys the checkpoint did, for the batch's report (batches.report): one row."""
+    Checkpoint.objects.create(
+        batch_id=batch_id,
+        first_key=done.first,
+        last_key=done.last,
+        done=done.count,
+        done_keys=done.encode(),
+        committed_at=now,
+    )
 
 
 def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:

@@ -6,11 +6,13 @@ its own. Ratios, not absolute figures, are what the targets are about: the machi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,10 +69,11 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 import bench.operations  # noqa: E402, F401 - registers the benchmark operations
-from batches import engine, scheduler, workers  # noqa: E402
+from batches import engine, scheduler, state, worker_metrics, workers  # noqa: E402
 from batches.api.tokens import create_token  # noqa: E402
 from batches.demo.models import Event, Ticket  # noqa: E402
-from batches.models import Batch, BatchStatus, Chunk, Worker  # noqa: E402
+from batches.done_keys import DoneKeys  # noqa: E402
+from batches.models import Batch, BatchStatus, Checkpoint, Chunk, Worker  # noqa: E402
 from batches.services import start_batch  # noqa: E402
 from batches.state import end as end_batch  # noqa: E402
 from bench import pollers  # noqa: E402
@@ -763,6 +766,101 @@ def io_bound_threads() -> None:
     )
 
 
+# --- 11. recording what each checkpoint did --------------------------------------------------
+def outcome_recording() -> None:
+    print("11. Recording the keys each checkpoint did (for the report): 100,000 items, in one process", flush=True)
+    items = 100_000
+    consecutive, spread = event_with(items), spread_event(items)
+    for label, operation, event in [
+        ("bulk handler, one chunk, consecutive keys", "bench_bulk_update", consecutive),
+        ("bulk handler, chunks of 500, consecutive keys", "bench_bulk_update_500", consecutive),
+        (
+            "bulk handler, chunks of 500, keys spread (every other ticket another event's)",
+            "bench_bulk_update_500",
+            spread,
+        ),
+        ("no-op items, chunks of 500, consecutive keys", "bench_noop_500", consecutive),
+    ]:
+        recording_cost(label, operation, event)
+
+
+def recording_cost(label: str, operation: str, event: Event) -> None:
+    """Per checkpoint, pooled over ROUNDS interleaved runs of each: medians, which a burst of load
+    on a shared machine moves less than totals; and the recording's own time, measured inside."""
+    checkpoints: dict[bool, list[float]] = {False: [], True: []}
+    recording_seconds: list[float] = []
+    stored = 0
+    for _ in range(ROUNDS):
+        for recording in (False, True):
+            vacuum_tickets()
+            durations, own, stored = checkpoint_time(operation, event, recording=recording)
+            checkpoints[recording] += durations
+            recording_seconds += own
+    with_it, without = statistics.median(checkpoints[True]), statistics.median(checkpoints[False])
+    ratio = with_it / without
+    own = sum(recording_seconds) / len(checkpoints[True])
+    report(
+        f"{label}: a checkpoint's time with the recording ÷ without (medians)",
+        f"{ratio:.3f} ({with_it * 1000:.2f} ms vs {without * 1000:.2f} ms; the recording itself"
+        f" {own * 1e6:,.0f} µs a checkpoint, {len(checkpoints[True]) // ROUNDS:,} checkpoints,"
+        f" {stored:,} bytes of keys)",
+        "≤ 1.05",
+        ratio <= 1.05,
+    )
+
+
+def checkpoint_time(operation: str, event: Event, *, recording: bool) -> tuple[list[float], list[float], int]:
+    """Plan and run a batch in this process: the seconds each checkpoint took (as the worker's
+    checkpoint histogram has them), the seconds spent recording keys, and the bytes recorded."""
+    spent: list[float] = []
+    own: list[float] = []
+
+    def counted(self: DoneKeys, keys: list[int], failed: object = ()) -> None:
+        self.count += len(keys)  # the counters only, as before the recording (no failures here)
+
+    def timed_call(function: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: object) -> None:
+            started = time.perf_counter()
+            function(*args)
+            own.append(time.perf_counter() - started)
+
+        return call
+
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(worker_metrics, "observe_checkpoint", lambda _, s: spent.append(s)))
+        if recording:
+            patches.enter_context(mock.patch.object(DoneKeys, "add", timed_call(DoneKeys.add)))
+            patches.enter_context(mock.patch.object(state, "_record_done", timed_call(state._record_done)))
+        else:
+            patches.enter_context(mock.patch.object(DoneKeys, "add", counted))
+            patches.enter_context(mock.patch.object(state, "_record_done", lambda *args: None))
+        engine_run(operation, event)
+    batch = Batch.objects.filter(operation=operation).latest("created_at")
+    stored = sum(len(keys) for keys in Checkpoint.objects.filter(batch=batch).values_list("done_keys", flat=True))
+    Batch.objects.filter(pk=batch.pk).delete()
+    return spent, own, stored
+
+
+def spread_event(tickets: int) -> Event:
+    """An event of `tickets` tickets alternating with another event's: no two of its keys are consecutive."""
+    name = f"bench-spread-{tickets}"
+    event = Event.objects.filter(name=name).first()
+    if event and event.tickets.count() == tickets:
+        return event
+    Event.objects.filter(name__in=[name, f"{name}-other"]).delete()
+    event = Event.objects.create(name=name, starts_at=datetime.now(UTC))
+    other = Event.objects.create(name=f"{name}-other", starts_at=datetime.now(UTC))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Ticket._meta.db_table} (event_id, number, holder, code, reissue_count)"
+            " SELECT CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, (g + 1) / 2, 'Guest ' || g, md5(g::text), 0"
+            " FROM generate_series(1, %s) AS g ORDER BY g",
+            [event.pk, other.pk, 2 * tickets],
+        )
+        cursor.execute(f"ANALYZE {Ticket._meta.db_table}")
+    return event
+
+
 def commits_so_far() -> int:
     """Transactions committed in the bench database (Postgres' statistics, flushed within a second)."""
     with connection.cursor() as cursor:
@@ -798,6 +896,7 @@ def main(argv: list[str]) -> int:
         (8, lambda: (sharing(million()), per_user_shares())),
         (9, machinery_cost),
         (10, io_bound_threads),
+        (11, outcome_recording),
     ]
     for number, row in rows:
         if not only or number in only:
