@@ -32,10 +32,16 @@ class DoneKeys:
             self._extend(keys[0], keys[-1])  # the usual page: one run, whatever its length
             self.count += len(keys)
             return
+        runs, added = self.runs, 0
         for key in keys:
-            if key not in failed:
-                self._extend(key, key)
-                self.count += 1
+            if key in failed:
+                continue
+            if runs and runs[-1][1] + 1 == key:
+                runs[-1][1] = key
+            else:
+                runs.append([key, key])
+            added += 1
+        self.count += added
 
     def _extend(self, start: int, end: int) -> None:
         runs = self.runs
@@ -53,12 +59,16 @@ class DoneKeys:
         return self.runs[-1][1]
 
     def encode(self) -> bytes:
-        out = bytearray()
+        numbers: list[int] = []
         previous_end = self.first - 1
         for start, end in self.runs:
-            _varint(out, start - previous_end - 1)
-            _varint(out, end - start)
+            numbers += (start - previous_end - 1, end - start)
             previous_end = end
+        if max(numbers) < 0x80:
+            return bytes(numbers)  # every number fits a byte: its varint is itself
+        out = bytearray()
+        for number in numbers:
+            _varint(out, number)
         return bytes(out)
 
 

@@ -70,3 +70,9 @@ class BulkUpdateSmallChunks(BulkUpdate):
 class NoOpSmallChunks(NoOp):
     name, label = "bench_noop_500", "No work, chunks of 500"
     chunk_size = 500
+
+
+@register
+class OneUpdateSmallChunks(OneUpdate):
+    name, label = "bench_update_500", "One UPDATE per item, chunks of 500"
+    chunk_size = 500
