@@ -197,6 +197,26 @@ class ItemFailure(models.Model):
         return f"item {self.item_key} of batch #{self.batch_id}"
 
 
+class Checkpoint(models.Model):
+    """What one committed checkpoint did: the keys of the items it did, written in the checkpoint's
+    own transaction (so a checkpoint redone after a crash is recorded once). A batch's report lists
+    its done items from these, not from what its operation's `items()` matches now."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="checkpoints")
+    first_key = models.BigIntegerField(help_text="The first item it did …")
+    last_key = models.BigIntegerField(help_text="… and the last, by primary key.")
+    done = models.PositiveIntegerField(help_text="Items it did (its failures are item failures).")
+    done_keys = models.BinaryField(help_text="Their keys, as runs of consecutive keys (batches.done_keys).")
+    committed_at = models.DateTimeField()
+
+    class Meta:
+        # A batch's checkpoints in key order (batches.report), a page at a time.
+        indexes = [models.Index(fields=["batch", "first_key"], name="checkpoint_in_key_order")]
+
+    def __str__(self) -> str:
+        return f"items {self.first_key} to {self.last_key} of batch #{self.batch_id}"
+
+
 class ApiToken(models.Model):
     """A personal API token, sent as `Authorization: Bearer <token>`. Only its hash is kept."""
 

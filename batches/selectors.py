@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from . import report
 from .engine import shown_batch
-from .engine.items import batch_items
 from .engine.status import with_liveness
 from .models import Batch, ItemFailure
 from .operations import Operation, UnknownOperation, all_operations, get_operation, label_of
@@ -192,64 +191,22 @@ def progress(batch: Batch, now: datetime | None = None, *, moving: bool = True) 
     return Progress(total, batch.done_count, batch.failed_count, batch.skipped_count, percent, rate, eta, elapsed)
 
 
-def item_outcomes(batch: Batch, page_size: int = 2000) -> Iterator[tuple[str, str, str]]:
-    """(item key, "done" | "failed" | "skipped", error) for every item of a planned batch, in key
-    order, read page by page so that a million items stream in constant memory.
-
-    When the batch's scope is gone (its event deleted, say), its items cannot be listed: then the
-    recorded failures, one row each, and a row (with an empty key) for each count of items done
-    and skipped, saying why they are not listed one by one.
+def item_outcomes(batch: Batch, page_size: int = 2000) -> Iterator[tuple[str, str, str, str]]:
+    """The batch's report (batches.report): (item key, "done" | "failed" | "skipped", error, the item
+    as people name it) for every item of a planned batch, in key order, read page by page so that a
+    million items stream in constant memory.
 
     Raises UnknownOperation at once, before anything streams, when the batch's operation is no
-    longer installed (its items cannot be listed without it).
+    longer installed (its items cannot be named without it).
     """
-    op = get_operation(batch.operation)
-    if _scope_gone(batch, op):
-        return _recorded_outcomes(batch)
-    return _item_outcomes(batch, op, page_size)
+    return report.outcomes(batch, get_operation(batch.operation), page_size)
 
 
-def _scope_gone(batch: Batch, op: Operation) -> bool:
+def first_done(batch: Batch, count: int) -> list[tuple[str, str]]:
+    """(key, the item as people name it, or "" without its operation) of the first items the batch
+    did, from what its checkpoints recorded."""
     try:
-        op.clean_params(op.parse_params(batch.params))  # the operation's own check that its scope exists
-    except ValidationError:
-        return True
-    return False
-
-
-def _recorded_outcomes(batch: Batch) -> Iterator[tuple[str, str, str]]:
-    failures = ItemFailure.objects.filter(batch=batch).order_by("item_pk").values_list("item_key", "error")
-    for key, error in failures.iterator(chunk_size=2000):
-        yield key, "failed", error
-    why = f"not listed one by one: the batch's scope ({batch.scope_label or batch.scope_key}) no longer exists."
-    for outcome, count in (("done", batch.done_count), ("skipped", batch.skipped_count)):
-        if count:
-            yield "", outcome, f"{count} item{'s' if count != 1 else ''} {outcome}; {why}"
-
-
-def _item_outcomes(batch: Batch, op: Operation, page_size: int) -> Iterator[tuple[str, str, str]]:
-    chunks = list(batch.chunks.order_by("index").values("last_key", "cursor"))
-    if not chunks:
-        return
-    items = batch_items(batch, op).filter(pk__lte=chunks[-1]["last_key"]).order_by("pk")
-    chunk_index, after = 0, None
-    while True:
-        page = list((items if after is None else items.filter(pk__gt=after))[:page_size])
-        if not page:
-            return
-        errors = dict(
-            ItemFailure.objects.filter(batch=batch, item_pk__gte=page[0].pk, item_pk__lte=page[-1].pk).values_list(
-                "item_pk", "error"
-            )
-        )
-        for item in page:
-            while item.pk > chunks[chunk_index]["last_key"]:
-                chunk_index += 1
-            cursor = chunks[chunk_index]["cursor"]
-            if item.pk in errors:
-                yield op.item_key(item), "failed", errors[item.pk]
-            elif cursor is not None and item.pk <= cursor:
-                yield op.item_key(item), "done", ""
-            else:
-                yield op.item_key(item), "skipped", ""
-        after = page[-1].pk
+        op = get_operation(batch.operation)
+    except UnknownOperation:
+        op = None
+    return report.first_done(batch, op, count)

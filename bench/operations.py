@@ -58,3 +58,21 @@ class BulkUpdate(OneUpdate):
 
     def handle_many(self, items: QuerySet[Ticket], ctx: BatchContext) -> None:
         items.update(reissue_count=F("reissue_count") + 1)
+
+
+@register
+class BulkUpdateSmallChunks(BulkUpdate):
+    name, label = "bench_bulk_update_500", "One UPDATE per page, chunks of 500"
+    chunk_size = 500  # the default: a checkpoint ends with its chunk, every 500 items
+
+
+@register
+class NoOpSmallChunks(NoOp):
+    name, label = "bench_noop_500", "No work, chunks of 500"
+    chunk_size = 500
+
+
+@register
+class OneUpdateSmallChunks(OneUpdate):
+    name, label = "bench_update_500", "One UPDATE per item, chunks of 500"
+    chunk_size = 500

@@ -11,15 +11,17 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -67,9 +69,10 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 import bench.operations  # noqa: E402, F401 - registers the benchmark operations
-from batches.engine import runner, scheduler, workers  # noqa: E402
+from batches.engine import runner, scheduler, state, worker_metrics, workers  # noqa: E402
+from batches.engine.done_keys import DoneKeys  # noqa: E402
 from batches.engine.state import end as end_batch  # noqa: E402
-from batches.models import Batch, BatchStatus, Chunk, Worker  # noqa: E402
+from batches.models import Batch, BatchStatus, Checkpoint, Chunk, Worker  # noqa: E402
 from batches.services import start_batch  # noqa: E402
 from batches.tokens import create_token  # noqa: E402
 from bench import pollers  # noqa: E402
@@ -763,6 +766,99 @@ def io_bound_threads() -> None:
     )
 
 
+# --- 11. recording what each checkpoint did --------------------------------------------------
+def outcome_recording() -> None:
+    print("11. Recording the keys each checkpoint did (for the report): 100,000 items, in one process", flush=True)
+    items = 100_000
+    consecutive, spread = event_with(items), spread_event(items)
+    for label, operation, event in [
+        ("bulk handler, consecutive keys", "bench_bulk_update_500", consecutive),
+        ("bulk handler, keys spread (every other ticket another event's)", "bench_bulk_update_500", spread),
+        ("no-op items, consecutive keys", "bench_noop_500", consecutive),
+        ("per-item handler (one UPDATE each), consecutive keys", "bench_update_500", consecutive),
+    ]:
+        recording_cost(label, operation, event)
+
+
+def recording_cost(label: str, operation: str, event: Event) -> None:
+    """Checkpoints with the recording and without, in turn within each run (chunks of 500: a
+    checkpoint each), so that both meet the same moments of a shared machine; ROUNDS runs pooled."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    own: list[float] = []
+    for _ in range(ROUNDS):
+        vacuum_tickets()
+        per_item = checkpoint_times(operation, event, times, own)
+    with_it, without = statistics.median(times[True]), statistics.median(times[False])
+    recording = statistics.median(own)
+    report(
+        f"{label}, chunks of 500: a checkpoint's time with the recording ÷ without (medians)",
+        f"{with_it / without:.3f} ({with_it * 1000:.2f} ms vs {without * 1000:.2f} ms, {len(own):,} checkpoints"
+        f" each); the recording itself {recording * 1e6:,.0f} µs = {recording / with_it:.1%} of a checkpoint;"
+        f" {per_item:.3f} bytes of keys an item",
+    )
+
+
+def checkpoint_times(operation: str, event: Event, times: dict[bool, list[float]], own: list[float]) -> int:
+    """Plan and run a batch in this process, recording the keys of every other checkpoint only:
+    each checkpoint's seconds (as the worker's checkpoint histogram has them) go to times[recorded],
+    the recording's own seconds to `own`. The bytes of keys recorded an item."""
+    recording = [True]
+    spent = [0.0]
+    real_add, real_record = DoneKeys.add, state._record_done
+
+    def add(self: DoneKeys, keys: list[int], failed: Container[int] = ()) -> None:
+        if not recording[0]:
+            self.count += len(keys)  # the counters only, as before the recording (no failures here)
+            return
+        started = time.perf_counter()
+        real_add(self, keys, failed)
+        spent[0] += time.perf_counter() - started
+
+    def record(*args: Any) -> None:
+        if recording[0]:
+            started = time.perf_counter()
+            real_record(*args)
+            spent[0] += time.perf_counter() - started
+
+    def observe(operation: str, seconds: float) -> None:
+        times[recording[0]].append(seconds)
+        if recording[0]:
+            own.append(spent[0])
+        spent[0] = 0.0
+        recording[0] = not recording[0]
+
+    with (
+        mock.patch.object(DoneKeys, "add", add),
+        mock.patch.object(state, "_record_done", record),
+        mock.patch.object(worker_metrics, "observe_checkpoint", observe),
+    ):
+        engine_run(operation, event)
+    batch = Batch.objects.filter(operation=operation).latest("created_at")
+    recorded = list(Checkpoint.objects.filter(batch=batch).values_list("done", "done_keys"))
+    Batch.objects.filter(pk=batch.pk).delete()
+    return sum(len(keys) for _, keys in recorded) / sum(done for done, _ in recorded)
+
+
+def spread_event(tickets: int) -> Event:
+    """An event of `tickets` tickets alternating with another event's: no two of its keys are consecutive."""
+    name = f"bench-spread-{tickets}"
+    event = Event.objects.filter(name=name).first()
+    if event and event.tickets.count() == tickets:
+        return event
+    Event.objects.filter(name__in=[name, f"{name}-other"]).delete()
+    event = Event.objects.create(name=name, starts_at=datetime.now(UTC))
+    other = Event.objects.create(name=f"{name}-other", starts_at=datetime.now(UTC))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Ticket._meta.db_table} (event_id, number, holder, code, reissue_count)"
+            " SELECT CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, (g + 1) / 2, 'Guest ' || g, md5(g::text), 0"
+            " FROM generate_series(1, %s) AS g ORDER BY g",
+            [event.pk, other.pk, 2 * tickets],
+        )
+        cursor.execute(f"ANALYZE {Ticket._meta.db_table}")
+    return event
+
+
 def commits_so_far() -> int:
     """Transactions committed in the bench database (Postgres' statistics, flushed within a second)."""
     with connection.cursor() as cursor:
@@ -798,6 +894,7 @@ def main(argv: list[str]) -> int:
         (8, lambda: (sharing(million()), per_user_shares())),
         (9, machinery_cost),
         (10, io_bound_threads),
+        (11, outcome_recording),
     ]
     for number, row in rows:
         if not only or number in only:

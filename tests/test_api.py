@@ -243,28 +243,28 @@ def test_failures_and_the_csv_report(api, event, settings):
     response = api.get(f"/api/batches/{batch_id}/report.csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     lines = b"".join(response.streaming_content).decode().splitlines()
-    assert lines[0] == "item_key,outcome,error" and len(lines) == 21
+    assert lines[0] == "item_key,outcome,error,item" and len(lines) == 21
     outcomes = [line.split(",")[1] for line in lines[1:]]
     assert outcomes.count("done") == 18 and outcomes.count("failed") == 2
 
 
-def test_the_report_of_a_batch_whose_scope_was_deleted_gives_its_failures_and_counts(api, event, settings):
+def test_the_report_of_a_batch_whose_scope_was_deleted_lists_its_items_as_gone(api, event, settings):
     settings.DEMO_ITEM_DELAY_MS, settings.DEMO_FAIL_EVERY = 0, 7
     batch_id = start(api, event).json()["id"]
     for chunk_id in runner.plan(batch_id):
         runner.run_chunk(chunk_id, budget_seconds=600)
-    failed = sorted(ItemFailure.objects.filter(batch_id=batch_id).values_list("item_key", flat=True))
+    failed = sorted(ItemFailure.objects.filter(batch_id=batch_id).values_list("item_pk", flat=True))
     event.delete()  # its tickets with it
 
     response = api.get(f"/api/batches/{batch_id}/report.csv")
 
     assert response.status_code == 200
     rows = list(csv.reader(b"".join(response.streaming_content).decode().splitlines()))
-    assert rows[0] == ["item_key", "outcome", "error"]
-    assert [(key, outcome) for key, outcome, _ in rows[1:3]] == [(key, "failed") for key in failed]
-    assert all("blocked by the venue" in error for _, _, error in rows[1:3])
-    assert rows[3][:2] == ["", "done"] and rows[3][2].startswith("18 items done;") and "Gala" in rows[3][2]
-    assert len(rows) == 4
+    assert rows[0] == ["item_key", "outcome", "error", "item"]
+    assert [row[1] for row in rows[1:]].count("done") == 18 and len(rows) == 21
+    assert [int(key) for key, outcome, _, _ in rows[1:] if outcome == "failed"] == failed
+    assert all("blocked by the venue" in error for _, outcome, error, _ in rows[1:] if outcome == "failed")
+    assert {item for *_, item in rows[1:]} == {"(no longer exists)"}
 
 
 def test_the_report_counts_what_a_cancel_left_as_skipped(api, event, settings):

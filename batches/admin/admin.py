@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
@@ -26,6 +26,7 @@ from batches.services import cancel_batch, retry_failed
 from .selection import CheckedSelection
 
 FAILURES_INLINE = 20
+DONE_INLINE = 20
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -99,6 +100,7 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
         "started_at",
         "heartbeat_at",
         "finished_at",
+        "done_items",
         "failed_items",
     ]
     readonly_fields = fields
@@ -195,6 +197,24 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
     @admin.display(description="total", ordering="total")
     def total_items(self, batch: Batch) -> str:
         return formats.number(batch.total)
+
+    @admin.display(description="done items")
+    def done_items(self, batch: Batch) -> str:
+        """The first items the batch did, as its checkpoints recorded them (not as its operation's
+        items() lists them now), and the way to the report of every item."""
+        first = selectors.first_done(batch, DONE_INLINE)
+        if not first:
+            return "—"
+        rows = format_html_join(
+            "", "<li><code>{}</code>{}</li>", ((key, f": {item}" if item else "") for key, item in first)
+        )
+        if selectors.operation_nouns(batch.operation) is None:
+            return format_html("<ul>{}</ul>", rows)  # its report needs the operation (409)
+        try:
+            link = reverse("api:batch_report", args=[batch.pk])
+        except NoReverseMatch:  # the JSON API is not mounted: no report to link
+            return format_html("<ul>{}</ul>", rows)
+        return format_html('<ul>{}</ul><a href="{}" download>The report of every item (CSV)</a>', rows, link)
 
     @admin.display(description="failed items")
     def failed_items(self, batch: Batch) -> str:

@@ -22,6 +22,7 @@ from batches.csv_export import csv_lines
 from batches.engine.status import with_liveness
 from batches.models import Batch
 from batches.operations import UnknownOperation, all_operations
+from batches.report import COLUMNS as REPORT_COLUMNS
 from batches.representation import batch_body
 from batches.services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
 
@@ -255,7 +256,11 @@ def failures(
     openapi_extra={
         "responses": {
             200: {
-                "description": "Every item's outcome (done, failed or skipped), streamed as CSV.",
+                "description": (
+                    "What the batch did to each item (done, failed with its error, or skipped) and how "
+                    "people name the item, streamed as CSV; from what its checkpoints recorded, so an item "
+                    "the batch took out of its operation's items, or deleted since, is still listed."
+                ),
                 "content": {"text/csv": {"schema": {"type": "string"}}},
             }
         }
@@ -271,7 +276,7 @@ def report(request: HttpRequest, batch_id: int):
             "listed. Its failures are still at its failures link."
         )
         raise conflict("operation_not_installed", message, batch_body(batch)) from None
-    rows = csv_lines(["item_key", "outcome", "error"], outcomes)
+    rows = csv_lines(REPORT_COLUMNS, outcomes)
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
     return response

@@ -29,6 +29,7 @@ from batches.models import BatchStatus, Chunk, ItemFailure
 from batches.operations import BatchContext, ItemContext, Operation, get_operation
 
 from . import scheduler, state, worker_metrics, workers
+from .done_keys import DoneKeys
 from .items import batch_items
 from .timeouts import ItemTimedOut, time_limit
 
@@ -150,7 +151,7 @@ def run_checkpoint(
         ):
             return ChunkState.GONE  # cancelled or failed meanwhile: rolled back, its items skipped
     worker_metrics.observe_checkpoint(op.name, clock() - began)
-    workers.me.count_items(done + len(failures))
+    workers.me.count_items(done.count + len(failures))
     return ChunkState.FINISHED if exhausted else ChunkState.MORE
 
 
@@ -190,13 +191,13 @@ class Pace:
 
 def _process_items(
     op: Operation, chunk: Chunk, ends_at: float, clock: Callable[[], float], pace: Pace
-) -> tuple[int, list[ItemFailure], bool]:
-    """Handle items after the cursor until time is up; return (done, failures, chunk exhausted).
+) -> tuple[DoneKeys, list[ItemFailure], bool]:
+    """Handle items after the cursor until time is up; return (the keys done, failures, chunk exhausted).
 
     Items come in keyset pages, each a bounded range scan, sized by `pace` so that no item is
     loaded for nothing and even a bulk handler's page ends near the checkpoint's end.
     """
-    done = 0
+    done = DoneKeys()
     failures: list[ItemFailure] = []
     items = batch_items(chunk.batch, op).filter(pk__lte=chunk.last_key).order_by("pk")
     now = clock()
@@ -205,12 +206,13 @@ def _process_items(
         remaining = items if after is None else items.filter(pk__gt=after)
         size = pace.page_size(ends_at - now)
         page_started = now
-        handled, last_key, page_failures = _handle_page(op, chunk.batch_id, remaining, size, ends_at, clock)
-        if not handled:
+        keys, page_failures = _handle_page(op, chunk.batch_id, remaining, size, ends_at, clock)
+        if not keys:
             return done, failures, True
-        done += handled - len(page_failures)
+        handled = len(keys)
+        done.add(keys, {failure.item_pk for failure in page_failures})
         failures += page_failures
-        chunk.cursor = last_key
+        chunk.cursor = keys[-1]
         now = clock()
         pace.record(handled, now - page_started)
         if handled < size or now + pace.seconds_per_item > ends_at:
@@ -224,8 +226,8 @@ def _handle_page(
     size: int,
     ends_at: float,
     clock: Callable[[], float],
-) -> tuple[int, Any, list[ItemFailure]]:
-    """Handle up to `size` items from `remaining`: return how many, the last one's key, the failures.
+) -> tuple[list[Any], list[ItemFailure]]:
+    """Handle up to `size` items from `remaining`: return the keys of those handled, the failures.
 
     A bulk handler takes the whole page in one call, as a queryset over the page's key range, so
     that it can update it in one statement without loading it. If it raises, the page is redone
@@ -234,12 +236,12 @@ def _handle_page(
     if op.handle_many is not None:
         keys = list(remaining.values_list("pk", flat=True)[:size])
         if not keys:
-            return 0, None, []
+            return [], []
         page = remaining.filter(pk__lte=keys[-1])
         try:
             with transaction.atomic(), time_limit(op.item_time_limit * len(keys)):
                 op.handle_many(page, BatchContext(batch_id))
-            return len(keys), keys[-1], []
+            return keys, []
         except _DATABASE_GONE:
             raise
         except Exception:
@@ -248,9 +250,9 @@ def _handle_page(
     else:
         items = list(remaining[:size])
     if not items:
-        return 0, None, []
+        return [], []
     handled, failures = _handle_items(op, batch_id, items, ends_at, clock)
-    return handled, items[handled - 1].pk, failures
+    return [item.pk for item in items[:handled]], failures
 
 
 def _handle_items(

@@ -22,10 +22,11 @@ from django.utils import timezone
 
 from batches import signals
 from batches.conf import batches_settings
-from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, ItemFailure, Worker
+from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ItemFailure, Worker
 from batches.operations import Operation, UnknownOperation, get_operation
 
 from . import dispatch, events
+from .done_keys import DoneKeys
 from .items import batch_items
 
 logger = logging.getLogger(__name__)
@@ -230,19 +231,19 @@ _CHECKPOINTED_FIELDS = (
 
 
 def record_checkpoint(
-    chunk: Chunk, op: Operation, *, done: int, failures: list[ItemFailure], exhausted: bool, now: datetime
+    chunk: Chunk, op: Operation, *, done: DoneKeys, failures: list[ItemFailure], exhausted: bool, now: datetime
 ) -> bool:
-    """Commit a checkpoint's counters, cursor and failures with the items' effects (the caller's
-    transaction, holding the chunk's row lock). False when the batch ended meanwhile: then the
-    whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
+    """Commit a checkpoint's counters, cursor, failures and the keys it did with the items' effects
+    (the caller's transaction, holding the chunk's row lock). False when the batch ended meanwhile:
+    then the whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
     counters: dict[str, Any] = {
-        "done_count": F("done_count") + done,
+        "done_count": F("done_count") + done.count,
         "failed_count": F("failed_count") + len(failures),
         "heartbeat_at": now,
         "lease_expires_at": now + lease_for(op),
         "recoveries": 0,
     }
-    chunk.done_count += done
+    chunk.done_count += done.count
     chunk.failed_count += len(failures)
     chunk.handed_over_at = None
     if exhausted:
@@ -256,6 +257,8 @@ def record_checkpoint(
         transaction.set_rollback(True)
         return False
     ItemFailure.objects.bulk_create(failures)
+    if done.count:
+        _record_done(chunk.batch_id, done, now)
     chunk.save(update_fields=_CHECKPOINTED_FIELDS)
     events.progress(chunk.batch_id)
     if failures and op.max_failures is not None:
@@ -263,6 +266,18 @@ def record_checkpoint(
     if exhausted:
         _close_if_complete(chunk.batch_id, now)
     return True
+
+
+def _record_done(batch_id: int, done: DoneKeys, now: datetime) -> None:
+    """The keys the checkpoint did, for the batch's report (batches.report): one row."""
+    Checkpoint.objects.create(
+        batch_id=batch_id,
+        first_key=done.first,
+        last_key=done.last,
+        done=done.count,
+        done_keys=done.encode(),
+        committed_at=now,
+    )
 
 
 def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> None:
