@@ -429,6 +429,8 @@ def test_a_batch_through_the_api_and_one_through_the_panel_change_every_invoice_
     ((action, fields),) = parser.forms
     assert action == "/batches/start/mark_invoices_paid/" and fields["customer_id"] == str(by_panel)
     fields.pop("csrfmiddlewaretoken")
+    status, _, refusal = browser.request(action, {**fields, "customer_id": "0"})
+    assert status == 400 and 'data-host-base="shop"' in refusal and "customer_id" in refusal, refusal
     status, headers, _ = browser.request(action, fields)
     assert status == 303, headers
     panel_batch = batch_id(headers["Location"])
