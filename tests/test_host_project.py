@@ -434,8 +434,9 @@ def test_a_batch_through_the_api_and_one_through_the_panel_change_every_invoice_
     status, headers, _ = browser.request(action, fields)
     assert status == 303, headers
     panel_batch = batch_id(headers["Location"])
-    status, _, batch_page = browser.request(headers["Location"])
-    assert status == 200 and 'data-host-base="shop"' in batch_page
+    for path in (headers["Location"], "/batches/"):  # the batch's page, the history
+        status, _, engine_page = browser.request(path)
+        assert status == 200 and 'data-host-base="shop"' in engine_page, path
 
     def ended(pk: int) -> dict | None:
         status, _, body = host.api("GET", f"/api/batches/{pk}")
