@@ -1,11 +1,14 @@
 """Every third-party module the code imports is declared: the app's in requirements.txt, the tests' and the
-benchmark's in requirements-dev.txt (which includes it), not merely present because something else pulled it in."""
+benchmark's in requirements-dev.txt (which includes it), not merely present because something else pulled it in; and
+the wheel's (pyproject.toml's [project]) declares what each part of the engine imports, in its dependencies or the
+part's extra."""
 
 from __future__ import annotations
 
 import ast
 import re
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -69,3 +72,53 @@ def test_every_imported_distribution_is_declared(requirements, roots):
         if not any(normalized(dist) in names for dist in distributions.get(module, [module]))
     }
     assert undeclared == {}, f"imported but not declared in {requirements}: {undeclared}"
+
+
+# --- The wheel's metadata (pyproject.toml's [project]) ----------------------------------------------------------
+
+# Each optional part of the engine and the extras that bring what it imports; the rest of batches/ gets the
+# plain dependencies only. The engine's readiness probe and its worker metrics import a broker's client and
+# prometheus_client only where those are in use, which the broker's extra and `metrics` bring.
+EXTRAS_OF_PART = {
+    "batches/api": {"api"},
+    "batches/ops": {"metrics"},
+    "batches/cli": {"cli"},
+    "batches/engine": {"redis", "rabbitmq", "metrics"},
+}
+
+
+def distributions_of(requirements: list[str]) -> set[str]:
+    """The distributions these requirements install at the first level, a requirement's extras included."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    names = set()
+    for text in requirements:
+        requirement = Requirement(text)
+        names.add(normalized(requirement.name))
+        for extra in requirement.extras:
+            for dependency in map(Requirement, requires(requirement.name) or []):
+                if dependency.marker is not None and dependency.marker.evaluate({"extra": extra}):
+                    names.add(normalized(dependency.name))
+    return names
+
+
+@pytest.mark.parametrize("part", [*EXTRAS_OF_PART, "batches"])
+def test_the_wheel_declares_what_each_part_of_the_engine_imports(part):
+    project = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]
+    names = distributions_of(project["dependencies"])
+    for extra in EXTRAS_OF_PART.get(part, ()):
+        names |= distributions_of(project["optional-dependencies"][extra])
+    if part in EXTRAS_OF_PART:
+        roots = [part]
+    else:  # the rest of batches/
+        roots = [f"batches/{path.name}" for path in (BASE_DIR / "batches").iterdir() if path.name != "__pycache__"]
+        roots = [root for root in roots if root not in EXTRAS_OF_PART]
+    distributions = packages_distributions()
+    undeclared = {
+        module: sorted(files)
+        for module, files in imported_modules(*roots).items()
+        if not any(normalized(dist) in names for dist in distributions.get(module, [module]))
+    }
+    assert undeclared == {}, f"{part} imports these, which pyproject.toml does not declare for it: {undeclared}"
