@@ -18,7 +18,10 @@ from django.shortcuts import resolve_url
 from django.template import loader
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from batches.web.problems import FRAGMENT_TEMPLATE, HOME, PAGE_TEMPLATE, Problem, answer, wants_fragment
+from batches.web.problems import FRAGMENT_TEMPLATE, PAGE_TEMPLATE, Problem, answer, wants_fragment
+
+# The way back on the site's error pages: its home page lists the events.
+HOME = ("/", "Back to the events")
 
 
 def page_the_person_is_on(request: HttpRequest) -> str:
@@ -42,6 +45,7 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
             "Bad request",
             "The server could not understand this request. Go back and try again.",
             "The server could not understand this request.",
+            links=(HOME,),
         ),
     )
 
@@ -55,6 +59,7 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
             "Not allowed",
             "Your account may not see or do this. If you think it should, ask an administrator.",
             "Your account may not do this.",
+            links=(HOME,),
         ),
     )
 
@@ -82,6 +87,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
         "Something went wrong",
         "The server could not answer this request. It has been logged; try again in a moment.",
         "Something went wrong on the server; try again in a moment.",
+        links=(HOME,),
     )
     template = FRAGMENT_TEMPLATE if wants_fragment(request) else PAGE_TEMPLATE
     return HttpResponse(loader.get_template(template).render({"problem": problem}), status=500)
@@ -141,7 +147,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
 def too_many_requests(request: HttpRequest, message: str, retry_after: int, *, title: str) -> HttpResponse:
     return answer(
         request,
-        Problem("too-many", 429, title, message, message),
+        Problem("too-many", 429, title, message, message, links=(HOME,)),
         headers={"Retry-After": str(retry_after)},
     )
 

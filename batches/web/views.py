@@ -82,14 +82,14 @@ def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, statu
     an ended one's page), that batch's page in its place. A plain form: 303 to the batch page, the
     notice as a message."""
     if htmx_of(request) and _on_another_batchs_page(request, batch):
-        messages.info(request, notice)
+        messages.info(request, notice, extra_tags="batches")  # the batch page shows it
         return _go_to_batch_page(batch)
     if htmx_of(request):
         batch = selectors.fresh(batch)  # with what the workers say
         context = panel_context(operation_of(batch), batch.params, batch, notice=notice)
         response = render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
         return _with_ended_event(response, batch)
-    messages.info(request, notice)
+    messages.info(request, notice, extra_tags="batches")  # the batch page shows it
     # The person just started (or joined) it without JavaScript: the page keeps itself live.
     live = "?live=1" if batch.is_active else ""
     return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]) + live)
@@ -105,10 +105,12 @@ def _on_another_batchs_page(request: HttpRequest, batch: Batch) -> bool:
 
 
 def _go_to_batch_page(batch: Batch) -> HttpResponse:
-    """htmx loads the batch's page in place of this one's <main> (its heading, panel and CSV link)
-    and puts its address in the bar; the page's live region and scripts stay."""
+    """htmx loads the batch's page content (its notice, heading, panel and CSV link) in place of
+    this one's and puts its address in the bar; the rest of the page, its live region and scripts
+    stay."""
     response = HttpResponse(status=200)
-    target = {"path": reverse("batches:detail", args=[batch.pk]), "target": "main", "select": "main"}
+    page = "#batches-page"
+    target = {"path": reverse("batches:detail", args=[batch.pk]), "target": page, "select": page}
     response["HX-Location"] = json.dumps({**target, "swap": "outerHTML"})
     return response
 
