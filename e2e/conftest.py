@@ -69,8 +69,8 @@ def watch_csp(page: Page) -> list[str]:
 
 
 def confirm_in_dialog(page: Page, verb: str) -> None:
-    """Answer the page's confirmation <dialog> (static/js/app.js) with the button named `verb`."""
-    page.locator("#confirm-dialog").get_by_role("button", name=verb).click()
+    """Answer the page's confirmation <dialog> (batches.js, made on first use) with the button named `verb`."""
+    page.locator("#batches-confirm").get_by_role("button", name=verb).click()
 
 
 def start_run(page: Page, label: str = "Reissue tickets") -> None:

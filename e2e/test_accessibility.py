@@ -44,7 +44,7 @@ def test_axe_finds_no_violation_on_our_pages_in_any_state(browser: Browser, scen
     page.goto(s["event_url"])
     assert_accessible(page, "the event page, idle")
     page.get_by_role("button", name="Reissue tickets").click()
-    expect(page.locator("#confirm-dialog")).to_be_visible()
+    expect(page.locator("#batches-confirm")).to_be_visible()
     assert_accessible(page, "the event page, the start dialog open")
     confirm_in_dialog(page, "Reissue tickets")
     expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
@@ -166,7 +166,7 @@ def test_on_a_phone_every_field_menu_and_button_is_a_44_px_tap_target(browser: B
     page.goto(s["event_url"])
     assert tap_targets_below(page, TAP_TARGET_PX) == [], "the event page"
     page.get_by_role("button", name="Reissue tickets").click()
-    expect(page.locator("#confirm-dialog")).to_be_visible()
+    expect(page.locator("#batches-confirm")).to_be_visible()
     assert tap_targets_below(page, TAP_TARGET_PX) == [], "the start dialog"
     page.goto(f"{base}/batches/")
     assert page.locator("select:visible").count() == 2

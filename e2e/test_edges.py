@@ -22,7 +22,7 @@ OUTAGE_SECONDS = 5
 AXE = Axe.from_file(os.environ["AXE_CORE_JS"]) if os.environ.get("AXE_CORE_JS") else Axe()
 
 WATCH_ANNOUNCEMENTS = """() => {
-    const region = document.getElementById('announcer');
+    const region = document.getElementById('batches-announcer');
     window.announcements = [];
     new MutationObserver(() => window.announcements.push(region.textContent))
         .observe(region, {childList: true, characterData: true, subtree: true});
@@ -195,7 +195,7 @@ def test_retry_goes_to_the_new_batchs_page(
     log_in(page, live_server.url, "alice")
     page.goto(f"{live_server.url}/batches/{first.pk}/")
     if javascript:
-        page.evaluate("() => { window.announcer = document.getElementById('announcer'); }")
+        page.evaluate("() => { window.announcer = document.getElementById('batches-announcer'); }")
         page.evaluate(WATCH_ANNOUNCEMENTS)
 
     page.get_by_role("button", name="Retry 1 failed ticket").click()
@@ -207,7 +207,7 @@ def test_retry_goes_to_the_new_batchs_page(
     expect(page.locator(".batch-meta")).to_contain_text(f"a retry of the failed tickets of #{first.pk}")
     expect(page.locator("main")).to_contain_text(f"Started a retry of the failed tickets of #{first.pk}.")
     if javascript:
-        assert page.evaluate("window.announcer === document.getElementById('announcer')"), "the page stayed"
+        assert page.evaluate("window.announcer === document.getElementById('batches-announcer')"), "the page stayed"
         expect(page).to_have_title(re.compile(r"Reissue tickets · Gala$"))
         page.wait_for_function("() => window.announcements.some(text => text.includes('Started a retry'))")
         assert page.evaluate("() => document.activeElement.closest('main') !== null"), "focus is not dropped"

@@ -80,7 +80,7 @@ def test_the_only_worker_killed_pauses_the_run_truthfully_and_one_time_tells_the
         int(page.locator(f'[data-figure="{name}"]').inner_text().replace(",", "")) for name in ("done", "failed")
     )
     assert int(resumes_from.replace(",", "")) == worked + 1
-    expect(page.locator("#announcer")).to_contain_text(f"Paused: no worker is running since {since}.")
+    expect(page.locator("#batches-announcer")).to_contain_text(f"Paused: no worker is running since {since}.")
     assert "rundramatiq" not in page.locator(".batch-panel").inner_text()
 
     # Nothing moves, and nothing pretends to: no countdown, no rate sinking over the pause.

@@ -111,7 +111,7 @@ def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenari
     expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
 
     page.get_by_role("button", name="Cancel run").click()
-    expect(page.locator("#confirm-dialog")).to_contain_text("Stop this run?")
+    expect(page.locator("#batches-confirm")).to_contain_text("Stop this run?")
     confirm_in_dialog(page, "Keep it running")
     wait_for_more_done(page)  # polls went on after keeping it
     assert Batch.objects.get().is_active, "keeping it running cancels nothing"

@@ -89,7 +89,7 @@ def scenario(live_server, worker_process, make_event, make_user):
 
 
 COUNT_ANNOUNCEMENTS = """() => {
-    window.announcer = document.getElementById('announcer');
+    window.announcer = document.getElementById('batches-announcer');
     window.announcements = [];
     new MutationObserver(() => window.announcements.push(window.announcer.textContent))
         .observe(window.announcer, {childList: true, characterData: true, subtree: true});
@@ -107,7 +107,7 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
 
     tab_to(page, "Reissue tickets")
     page.keyboard.press("Enter")
-    dialog = page.locator("#confirm-dialog")
+    dialog = page.locator("#batches-confirm")
     expect(dialog).to_contain_text("Reissue all 2,000 tickets of Gala? Each gets a new code.")
     assert focused(page)["text"] == "Not now", "the safe answer has the focus"
     assert_accessible(page, "the start confirmation dialog")
@@ -135,7 +135,7 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
     # from the first question arriving late (as under load) must not be taken for this answer.
     page.keyboard.press("Enter")
     expect(dialog).to_contain_text("Stop this run?")
-    page.evaluate("document.getElementById('confirm-dialog').dispatchEvent(new Event('close'))")
+    page.evaluate("document.getElementById('batches-confirm').dispatchEvent(new Event('close'))")
     page.keyboard.press("Shift+Tab")
     assert focused(page)["text"] == "Stop the run"
     page.keyboard.press("Enter")
@@ -160,7 +160,7 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
     expect(page.locator("#tickets tbody tr").first.locator("[data-reissued]")).to_have_text("1\u00d7")
 
     said = page.evaluate("window.announcements")
-    assert page.evaluate("window.announcer === document.getElementById('announcer')"), "never replaced"
+    assert page.evaluate("window.announcer === document.getElementById('batches-announcer')"), "never replaced"
     assert page.locator('[role="status"], [aria-live]').count() == 1
     assert any("Started." in text for text in said) and any("cancelled" in text for text in said), said
     assert len(said) <= 8, f"announced too often: {said}"

@@ -20,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from batches.web.problems import FRAGMENT_TEMPLATE, PAGE_TEMPLATE, Problem, answer, wants_fragment
 
-# The site's home page is the demo's list of events.
+# The way back on the site's error pages: its home page lists the events.
 HOME = ("/", "Back to the events")
 
 

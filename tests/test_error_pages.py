@@ -22,13 +22,13 @@ def text(response) -> str:
 
 
 def assert_error_page(response, status: int, heading: str, way_back: str = "Back to the events") -> str:
-    """In the site's layout (its header, one <main>, the stylesheet) with a way back: the site's own, or
-    the web UI's for its refusals ("Back to the home page")."""
+    """In the site's layout (its header, one <main>, the stylesheets) with a way back: the site's
+    words on its own error pages, the web UI's generic ones on its refusals."""
     body = text(response)
     assert response.status_code == status, body[:500]
     assert response["Content-Type"].startswith("text/html")
     assert '<header class="site-header">' in body and body.count("<main") == 1
-    assert "/static/batches/css/app.css" in body
+    assert "/static/site.css" in body and "/static/batches/css/batches.css" in body
     assert f"<h1>{heading}</h1>" in body and f"<title>{heading}</title>" in body
     assert re.search(rf'<ul class="ways-back">.*?<a href="/">{way_back}</a>.*?</ul>', body, re.S), "a way back"
     return body
@@ -99,7 +99,7 @@ def test_429_is_a_page_in_the_layout_with_retry_after(settings, alice_client, ma
     first, second = make_event(tickets=2), make_event(tickets=2)
     alice_client.post(START_URL, {"event_id": first.pk})
     response = alice_client.post(START_URL, {"event_id": second.pk})
-    body = assert_error_page(response, 429, "Could not start", "Back to the home page")
+    body = assert_error_page(response, 429, "Could not start", way_back="Back to the home page")
     assert "the most one person may run at once" in body and int(response["Retry-After"]) >= 1
 
 
@@ -181,7 +181,12 @@ def test_retry_from_the_batch_page_goes_to_the_new_batchs_page(alice_client, ali
     retry = Batch.objects.get(retry_of=first)
     assert response.status_code == 200
     location = json.loads(response["HX-Location"])
-    assert location == {"path": f"/batches/{retry.pk}/", "target": "main", "select": "main", "swap": "outerHTML"}
+    assert location == {
+        "path": f"/batches/{retry.pk}/",
+        "target": "#batches-page",
+        "select": "#batches-page",
+        "swap": "outerHTML",
+    }
 
     new_page = text(alice_client.get(location["path"], **HTMX))
     assert f"(batch #{retry.pk})" in new_page and f"/api/batches/{retry.pk}/report" in new_page

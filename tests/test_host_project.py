@@ -55,7 +55,7 @@ def readme_blocks() -> dict[str, str]:
     readme = (BASE_DIR / "README.md").read_text()
     section = readme.split("\n## Use it in your project\n", 1)[1].split("\n## ", 1)[0]
     blocks = dict(re.findall(r"<!-- host-project: (\S+) -->\n```\w*\n(.*?)\n```", section, re.S))
-    assert set(blocks) == {"pip", "settings.py", "urls.py", "operations.py"}, blocks.keys()
+    assert set(blocks) == {"pip", "settings.py", "urls.py", "operations.py", "head", "panel"}, blocks.keys()
     return blocks
 
 
@@ -86,41 +86,33 @@ class Invoice(models.Model):
         indexes = [models.Index(fields=["customer", "id"], name="invoice_customer_keyset")]
 """
 
-# The panel on a page of the project's own, as the README's "Adding an operation" says today.
+# A page of the project's own with the panel: the README's two tags in the project's own base.html.
 VIEWS = """\
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
-
-from batches import selectors
-from batches.operations import get_operation
-from batches.web.views import panel_context
 
 from .models import Customer
 
 
 @login_required
 def customer(request, pk):
-    customer = get_object_or_404(Customer, pk=pk)
-    op = get_operation("mark_invoices_paid")
-    params = {"customer_id": customer.pk}
-    context = panel_context(op, params, selectors.latest_batch(op.name, op.scope(params)))
-    return render(request, "invoices/customer.html", {**context, "customer": customer})
+    return render(request, "invoices/customer.html", {"customer": get_object_or_404(Customer, pk=pk)})
 """
 
 BASE_HTML = """\
 <!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>{% block title %}Invoices{% endblock %} | Shop</title></head>
+<head><meta charset="utf-8"><title>{{% block title %}}Invoices{{% endblock %}} | Shop</title>{head}</head>
 <body data-host-base="shop">
   <header>The shop's own header</header>
-  <main>{% block content %}{% endblock %}</main>
+  <main>{{% block content %}}{{% endblock %}}</main>
 </body>
 </html>
 """
 
 CUSTOMER_HTML = """\
-{% extends "base.html" %}
-{% block content %}<h1>{{ customer.name }}</h1>{% include "batches/_panel.html" %}{% endblock %}
+{{% extends "base.html" %}}
+{{% block content %}}<h1>{{{{ customer.name }}}}</h1>{panel}{{% endblock %}}
 """
 
 SETTINGS = """
@@ -272,8 +264,8 @@ def host(wheel, host_database, tmp_path_factory, worker_id) -> Host:
     (app / "operations.py").write_text(blocks["operations.py"] + "\n")
     (app / "views.py").write_text(VIEWS)
     (app / "templates" / "invoices").mkdir(parents=True)
-    (app / "templates" / "base.html").write_text(BASE_HTML)
-    (app / "templates" / "invoices" / "customer.html").write_text(CUSTOMER_HTML)
+    (app / "templates" / "base.html").write_text(BASE_HTML.format(head=blocks["head"]))
+    (app / "templates" / "invoices" / "customer.html").write_text(CUSTOMER_HTML.format(panel=blocks["panel"]))
 
     settings = directory / "shop" / "settings.py"
     own = SETTINGS.format(
@@ -342,8 +334,8 @@ def test_the_wheel_holds_the_engine_with_its_templates_static_files_and_migratio
     assert tops == {"batches", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     for expected in (
         "batches/web/templates/batches/_panel.html",
-        "batches/web/static/batches/js/app.js",
-        "batches/web/static/batches/css/app.css",
+        "batches/web/static/batches/js/batches.js",
+        "batches/web/static/batches/css/batches.css",
         "batches/admin/templates/admin/batches/batch/cancel_selected_confirmation.html",
         "batches/migrations/0001_initial.py",
         "batches/api/throttle/migrations/0001_initial.py",
@@ -424,6 +416,7 @@ def test_a_batch_through_the_api_and_one_through_the_panel_change_every_invoice_
     assert status == 302
     status, _, page = browser.request(f"/customers/{by_panel}/")
     assert status == 200 and 'data-host-base="shop"' in page
+    assert "batches/js/batches.js" in page and "batches/css/batches.css" in page  # {% batches_assets %}
     parser = FormFields()
     parser.feed(page)
     ((action, fields),) = parser.forms

@@ -1,7 +1,7 @@
-"""A refusal or error for people: a page in the host's layout (batches/problem.html, extending its
-base.html) with a way back, or, for an htmx request, a fragment (batches/_problem.html: one sentence
-and one link, `data-problem` on its root) that the web UI's app.js shows in the panel that asked. The
-web UI's refusals use it, and a site may for its own error pages (this one's: site_config/error_pages.py).
+"""A refusal or error for people: a page in the host's layout (batches/problem.html) with a way back,
+or, for an htmx request, a fragment (batches/_problem.html: one sentence and one link, `data-problem`
+on its root) that the panel's script (batches.js) shows in the panel that asked. The web UI's refusals
+use it; a site may use it for its own error pages, with its own words for the way back.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from django.shortcuts import render
 
 PAGE_TEMPLATE = "batches/problem.html"
 FRAGMENT_TEMPLATE = "batches/_problem.html"
+# Any host has a home page; what is on it is the host's to say (the site says "Back to the events").
 HOME = ("/", "Back to the home page")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -26,15 +25,15 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from batches import formats, selectors
-from batches.engine.status import describe
 from batches.models import Batch
-from batches.operations import Operation, UnknownOperation, get_operation
+from batches.operations import UnknownOperation, get_operation
 from batches.services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
 
 from . import live_cache, problems
+from .htmx import htmx_of
+from .panel import PANEL_TEMPLATE, failure_rows, operation_of, panel_context
 from .templatetags.batch_tags import clock
 
-FAILURES_SHOWN = 100
 HISTORY_PAGE_SIZE = 25
 # Without JavaScript, a batch page the person asked to keep live reloads itself this often (an
 # HTTP Refresh header: they turn it on and off with a link, so it never traps them).
@@ -50,59 +49,7 @@ class HttpResponseSeeOther(HttpResponseRedirect):
     status_code = 303
 
 
-PANEL_TEMPLATE = "batches/_panel.html"
 LIVE_TEMPLATE = "batches/_live.html"
-
-
-@dataclass(frozen=True)
-class UninstalledOperation:
-    """Stands in for an operation that is no longer installed, so that its batches' pages still
-    render: their figures and failures, without a start form or a retry button."""
-
-    name: str
-    uninstalled: bool = True
-    items_name: str = "items"
-    item_name: str = "item"
-
-    @property
-    def label(self) -> str:
-        return selectors.operation_label(self.name)
-
-    def scope_url(self, params: dict[str, Any]) -> None:
-        return None
-
-    def confirmation(self, params: dict[str, Any]) -> None:
-        return None
-
-    def item_labels(self, params: dict[str, Any], pks: list[int]) -> dict[int, str]:
-        return {}
-
-
-def panel_context(
-    op: Operation | UninstalledOperation,
-    params: dict[str, Any],
-    batch: Batch | None,
-    *,
-    notice: str = "",
-    error: str = "",
-) -> dict[str, Any]:
-    """What `_panel.html` needs: the start form for (op, params) and the batch's progress.
-
-    The start's confirmation question is asked (it may cost the operation a query) only when the
-    start button is offered: never while a batch runs, so polls stay cheap.
-    """
-    offer_start = batch is None or not batch.is_active
-    condition = describe(batch) if batch else None
-    return {
-        "op": op,
-        "params": params,
-        "batch": batch,
-        "progress": selectors.progress(batch, moving=condition.moving) if batch and condition else None,
-        "condition": condition,
-        "confirmation": op.confirmation(params) if offer_start else None,
-        "notice": notice,
-        "error": error,
-    }
 
 
 def _with_ended_event(response: HttpResponse, batch: Batch) -> HttpResponse:
@@ -114,7 +61,7 @@ def _with_ended_event(response: HttpResponse, batch: Batch) -> HttpResponse:
 
 def start_notice(result: StartResult) -> str | SafeString:
     batch = result.batch
-    op = _operation_of(batch)
+    op = operation_of(batch)
     if result.created and batch.retry_of_id:
         return f"Started a retry of the failed {op.items_name} of #{batch.retry_of_id}."
     if result.created:
@@ -134,22 +81,22 @@ def _answer_with_batch(request: HttpRequest, batch: Batch, notice: str, *, statu
     """HTMX: the batch's panel, or, asked from the page of another batch (a retry, a new run from
     an ended one's page), that batch's page in its place. A plain form: 303 to the batch page, the
     notice as a message."""
-    if request.htmx and _on_another_batchs_page(request, batch):
-        messages.info(request, notice)
+    if htmx_of(request) and _on_another_batchs_page(request, batch):
+        messages.info(request, notice, extra_tags="batches")  # the batch page shows it
         return _go_to_batch_page(batch)
-    if request.htmx:
+    if htmx_of(request):
         batch = selectors.fresh(batch)  # with what the workers say
-        context = panel_context(_operation_of(batch), batch.params, batch, notice=notice)
+        context = panel_context(operation_of(batch), batch.params, batch, notice=notice)
         response = render(request, PANEL_TEMPLATE, {**context, "fragment": True}, status=status)
         return _with_ended_event(response, batch)
-    messages.info(request, notice)
+    messages.info(request, notice, extra_tags="batches")  # the batch page shows it
     # The person just started (or joined) it without JavaScript: the page keeps itself live.
     live = "?live=1" if batch.is_active else ""
     return HttpResponseSeeOther(reverse("batches:detail", args=[batch.pk]) + live)
 
 
 def _on_another_batchs_page(request: HttpRequest, batch: Batch) -> bool:
-    page = request.htmx.current_url_abs_path or ""
+    page = htmx_of(request).current_url_abs_path or ""
     try:
         match = resolve(urlsplit(page).path)
     except Resolver404:
@@ -158,10 +105,12 @@ def _on_another_batchs_page(request: HttpRequest, batch: Batch) -> bool:
 
 
 def _go_to_batch_page(batch: Batch) -> HttpResponse:
-    """htmx loads the batch's page in place of this one's <main> (its heading, panel and CSV link)
-    and puts its address in the bar; the page's live region and scripts stay."""
+    """htmx loads the batch's page content (its notice, heading, panel and CSV link) in place of
+    this one's and puts its address in the bar; the rest of the page, its live region and scripts
+    stay."""
     response = HttpResponse(status=200)
-    target = {"path": reverse("batches:detail", args=[batch.pk]), "target": "main", "select": "main"}
+    page = "#batches-page"
+    target = {"path": reverse("batches:detail", args=[batch.pk]), "target": page, "select": page}
     response["HX-Location"] = json.dumps({**target, "swap": "outerHTML"})
     return response
 
@@ -184,7 +133,7 @@ def _refused(
     panel with the message; a plain form: a page with it."""
     message = _describe(exc)
     status = 429 if isinstance(exc, StartLimitReached) else 400
-    if request.htmx:
+    if htmx_of(request):
         response = render(request, PANEL_TEMPLATE, {**panel, "error": message, "fragment": fragment}, status=status)
     else:
         response = problems.answer(request, problems.Problem("refused", status, title, message, message))
@@ -245,7 +194,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation page (the no-JavaScript path). POST: cancel."""
     if request.method == "GET":
         batch = _visible_batch_or_404(request, pk)
-        context = {"batch": batch, "op": _operation_of(batch), "worked": selectors.progress(batch).worked}
+        context = {"batch": batch, "op": operation_of(batch), "worked": selectors.progress(batch).worked}
         return render(request, "batches/cancel_confirm.html", context)
     if request.method != "POST":
         return HttpResponseNotAllowed(["GET", "POST"])
@@ -253,7 +202,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         batch, ended = cancel_batch(pk, user=request.user)
     except Batch.DoesNotExist:
         raise Http404("No such batch.") from None
-    not_done = _operation_of(batch).items_name.capitalize()
+    not_done = operation_of(batch).items_name.capitalize()
     notice = f"Cancelled. {not_done} not done yet are counted as skipped." if ended else "This batch had already ended."
     return _answer_with_batch(request, batch, notice)
 
@@ -267,7 +216,7 @@ def retry(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such batch.") from None
     except ValidationError as exc:
         batch = _visible_batch_or_404(request, pk)
-        panel = panel_context(_operation_of(batch), batch.params, batch)
+        panel = panel_context(operation_of(batch), batch.params, batch)
         return _refused(request, exc, panel, title="Could not retry", fragment=True)
     return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
 
@@ -279,18 +228,11 @@ def _visible_batch_or_404(request: HttpRequest, pk: int) -> Batch:
     return batch
 
 
-def _operation_of(batch: Batch) -> Operation | UninstalledOperation:
-    try:
-        return get_operation(batch.operation)
-    except UnknownOperation:
-        return UninstalledOperation(batch.operation)
-
-
 @login_required
 @require_GET
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
-    op = _operation_of(batch)
+    op = operation_of(batch)
     context = panel_context(op, batch.params, batch)
     if not batch.is_active:
         context["failure_list"] = failure_rows(op, batch)
@@ -307,25 +249,12 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-@dataclass(frozen=True)
-class FailureRow:
-    item: str
-    error: str
-
-
 def _report_url(batch: Batch) -> str | None:
     """The batch's CSV report is the JSON API's: linked where the API is mounted."""
     try:
         return reverse("api:batch_report", args=[batch.pk])
     except NoReverseMatch:
         return None
-
-
-def failure_rows(op: Operation | UninstalledOperation, batch: Batch) -> list[FailureRow]:
-    """The first failed items, each named as the operation names it for people."""
-    failures = list(selectors.failures(batch)[:FAILURES_SHOWN])
-    labels = op.item_labels(batch.params, [failure.item_pk for failure in failures if failure.item_pk])
-    return [FailureRow(labels.get(failure.item_pk) or failure.item_key, failure.error) for failure in failures]
 
 
 @login_required
@@ -338,7 +267,7 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
     swapped in for the old one: a finished panel carries no polling, so polling stops.
     """
     batch = _visible_batch_or_404(request, pk)
-    context = panel_context(_operation_of(batch), batch.params, batch)
+    context = panel_context(operation_of(batch), batch.params, batch)
     if batch.is_active and request.GET.get("shown") == batch.status:
         return HttpResponse(live_cache.render(request, LIVE_TEMPLATE, {**context, "live_only": True}))
     response = render(request, PANEL_TEMPLATE, {**context, "fragment": True})
@@ -349,7 +278,7 @@ def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def batch_failures(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _visible_batch_or_404(request, pk)
-    op = _operation_of(batch)
+    op = operation_of(batch)
     context = {"batch": batch, "op": op, "failure_list": failure_rows(op, batch)}
     return render(request, "batches/_failures.html", context)
 
@@ -365,7 +294,7 @@ def history(request: HttpRequest) -> HttpResponse:
     mine = sees_others and request.GET.get("mine") == "1"
     batches = selectors.history(request.user, status=status, operation=operation, mine=mine)
     page = Paginator(batches, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(batch, selectors.progress(batch), _operation_of(batch)) for batch in page.object_list]
+    rows = [(batch, selectors.progress(batch), operation_of(batch)) for batch in page.object_list]
     chosen = (("status", status), ("operation", operation), ("mine", "1" if mine else ""))
     filters = {name: value for name, value in chosen if value}
     context = {

@@ -5,6 +5,8 @@ from django.utils.html import format_html
 
 from batches import formats
 
+from ..htmx import htmx_of
+
 register = template.Library()
 
 
@@ -58,5 +60,5 @@ def when(moment: datetime | None) -> str:
 def page_path(context: template.Context) -> str:
     """The path of the page being shown: for an htmx fragment, the page it is swapped into."""
     request = context["request"]
-    current = getattr(request, "htmx", None) and request.htmx.current_url_abs_path
+    current = htmx_of(request).current_url_abs_path
     return (current or request.path).split("?", 1)[0]

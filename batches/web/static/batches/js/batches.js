@@ -1,3 +1,14 @@
+// The batch panel's behaviour on any page that loads it ({% batches_assets %}, batches/web/templatetags/
+// batches.py): it needs nothing else from the page. It creates the confirmation dialog and the live
+// region it uses, swaps in a panel's own refusals (400, 429), and runs under a strict
+// Content-Security-Policy: no eval, no inline script or style.
+
+// htmx would add its request-indicator rules as an inline <style>, which such a policy blocks (a
+// console error on every page): batches.css carries the same rules. Set before htmx starts (it
+// reads its config when the document is parsed; this script runs just before that). A page's own
+// htmx-config <meta> still has the last word.
+if (window.htmx) window.htmx.config.includeIndicatorStyles = false;
+
 // Polls (hx-trigger="every …") pause while the tab is hidden: htmx asks for confirmation before
 // each request, and a hidden tab declines. Written here rather than as an hx-trigger filter
 // ([document.visibilityState === 'visible']), which htmx evaluates with Function() and so needs
@@ -47,29 +58,69 @@ var zoneCookieSet = (function () {
   }
 })();
 
-// Confirmation: a form with data-confirm asks first, in the page's <dialog>, with the verbs the
+// Confirmation: a form with data-confirm asks first, in a <dialog> of ours, with the verbs the
 // form names (data-confirm-yes / data-confirm-no). Only "yes" lets htmx send the request.
 // The answer is read from the dialog form's submit (which names its button), not from the
 // dialog's "close" event: that event is queued, and a late one from an earlier question (answered
 // "no") could otherwise be taken for the answer to the next.
+var CONFIRM_ID = "batches-confirm";
+function confirmDialog() {
+  var dialog = document.getElementById(CONFIRM_ID);
+  if (dialog) return dialog;
+  dialog = document.createElement("dialog");
+  dialog.id = CONFIRM_ID;
+  dialog.className = "batches-dialog";
+  dialog.setAttribute("aria-labelledby", CONFIRM_ID + "-question");
+  var form = document.createElement("form");
+  form.method = "dialog";
+  var question = document.createElement("p");
+  question.id = CONFIRM_ID + "-question";
+  var actions = document.createElement("div");
+  actions.className = "actions";
+  var yes = document.createElement("button");
+  yes.value = "confirm";
+  yes.className = "primary";
+  yes.setAttribute("data-confirm-yes", "");
+  var no = document.createElement("button");
+  no.value = "keep";
+  no.className = "secondary";
+  no.setAttribute("data-confirm-no", "");
+  no.autofocus = true;  // the safe answer is the one a stray Enter gives
+  actions.append(yes, no);
+  form.append(question, actions);
+  dialog.append(form);
+  document.body.append(dialog);
+  return dialog;
+}
 var pendingRequest = null;
 document.addEventListener("htmx:confirm", function (event) {
   var form = event.detail.elt;
   if (!form || !form.dataset || !form.dataset.confirm || event.defaultPrevented) return;
-  var dialog = document.getElementById("confirm-dialog");
-  if (!dialog || typeof dialog.showModal !== "function") return;
+  if (typeof HTMLDialogElement !== "function") return;
+  var dialog = confirmDialog();
   event.preventDefault();
-  dialog.querySelector("#confirm-question").textContent = form.dataset.confirm;
+  dialog.querySelector("#" + CONFIRM_ID + "-question").textContent = form.dataset.confirm;
   dialog.querySelector("[data-confirm-yes]").textContent = form.dataset.confirmYes || "Yes";
   dialog.querySelector("[data-confirm-no]").textContent = form.dataset.confirmNo || "No";
   pendingRequest = event.detail.issueRequest;
   dialog.showModal();
 });
 document.addEventListener("submit", function (event) {
-  if (!event.target.parentElement || event.target.parentElement.id !== "confirm-dialog") return;
+  if (!event.target.parentElement || event.target.parentElement.id !== CONFIRM_ID) return;
   var issueRequest = pendingRequest;
   pendingRequest = null;
   if (issueRequest && event.submitter && event.submitter.value === "confirm") issueRequest(true);
+});
+
+// A panel's refusals (400: bad input, 429: a per-user limit) come as the panel with its message:
+// swapped in like a success. Only a panel's: htmx's defaults stand for the rest of the page.
+document.addEventListener("htmx:beforeSwap", function (event) {
+  var status = event.detail.xhr.status;
+  var target = event.detail.target;
+  if ((status === 400 || status === 429) && target && target.closest && target.closest(".batch-panel")) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
 });
 
 // Focus: when a panel is swapped (after Start, Cancel, Retry, or a change of status), the
@@ -126,12 +177,24 @@ document.addEventListener("htmx:afterSettle", function (event) {
 
 // Announcements, through the page's one live region: a change of state once, progress each
 // 25%, a panel's notice when it comes. Nothing is announced on the first load.
+// The region is made as the page loads, before anything changes (screen readers announce changes
+// to a region they already know), and never replaced.
 var announced = {};
 var PROGRESS_STEP = 25;
+var announcer = (function () {
+  var region = document.getElementById("batches-announcer");
+  if (region) return region;
+  region = document.createElement("div");
+  region.id = "batches-announcer";
+  region.className = "batches-visually-hidden";
+  region.setAttribute("role", "status");
+  region.setAttribute("aria-live", "polite");
+  region.setAttribute("aria-atomic", "true");
+  document.body.append(region);
+  return region;
+})();
 function say(text) {
-  var region = document.getElementById("announcer");
-  if (!region || !text) return;
-  region.textContent = text;
+  if (text) announcer.textContent = text;
 }
 function noteLive(live, speak) {
   var batch = live.getAttribute("data-batch");
@@ -152,8 +215,8 @@ document.addEventListener("htmx:afterSettle", function (event) {
   var root = event.target;  // the element swapped in (detail.elt is the one that asked)
   if (!root || root.nodeType !== 1) return;
   var parts = [];
-  // A panel's notice; or, when a whole <main> came in (Retry goes to the new batch's page), its message.
-  var notice = root.matches(".batch-panel") ? root.querySelector(".notice") : root.matches("main") ? root.querySelector(":scope > .notice") : null;
+  // A panel's notice; or, when a whole batch page came in (Retry goes to the new batch's page), its own.
+  var notice = root.matches(".batch-panel") ? root.querySelector(".notice") : root.matches(".batches-page") ? root.querySelector(":scope > .notice") : null;
   if (notice) parts.push(notice.textContent.trim());
   var lives = root.matches(".batch-live") ? [root] : root.querySelectorAll(".batch-live");
   for (var i = 0; i < lives.length; i++) {
@@ -163,9 +226,10 @@ document.addEventListener("htmx:afterSettle", function (event) {
   if (parts.length) say(parts.join(" "));
 });
 
-// Failed requests. htmx swaps no error answer in (templates/base.html), so the panel that asked
-// keeps its last figures and says here what went wrong: the server's own sentence for a 4xx
-// (site_config/error_pages.py: signed out, page out of date), "Can't reach the server" for a 5xx or
+// Failed requests. htmx swaps no other error answer in, so the panel that asked keeps its last
+// figures and says here what went wrong: the server's own sentence for a 4xx when its answer
+// carries one (a `.problem[data-problem]`: batches/web/problems.py draws them; a site may too, for
+// signed out or page out of date), "out of date" for one without, "Can't reach the server" for a 5xx or
 // no answer at all (a web server restarting). Each message is said once in the live region, and
 // focus stays where it was. Polls keep trying, further apart after each failure in a row, and
 // their first answer clears what they reported.
@@ -173,7 +237,15 @@ var RETRY_AFTER_SECONDS = [1, 2, 4, 5];  // after the 1st, 2nd, 3rd, and every f
 var pollBackoff = new WeakMap();
 function problemSlot(element) {
   var panel = element && element.closest ? element.closest(".batch-panel") : null;
-  return (panel && panel.querySelector("[data-problem-slot]")) || document.getElementById("page-problem");
+  return (panel && panel.querySelector("[data-problem-slot]")) || pageProblemSlot();
+}
+// Outside a panel, a page's own [data-problem-slot] says it, if the page has one.
+function pageProblemSlot() {
+  var slots = document.querySelectorAll("[data-problem-slot]");
+  for (var i = 0; i < slots.length; i++) {
+    if (!slots[i].closest(".batch-panel")) return slots[i];
+  }
+  return null;
 }
 function problemNode(code, text, link) {
   var node = document.createElement("p");
