@@ -75,15 +75,36 @@ test: $(DEPS) $(AXE_JS)
 	@$(PY) -m tests.shared_services $(TEST_DATABASE_URL) $(TEST_REDIS_URL) $(TEST_BROKER_URL) -- \
 	  $(MAKE) --no-print-directory test-passes
 
+# Pass 1 runs in two pytest-xdist processes (-n 2): most of its time is spent waiting on worker processes
+# and the browser, not on the CPU; a process with nothing left takes half of the other's queue
+# (worksteal), so that no long test waits behind another at the end. Each process has a test database of
+# its own (pytest-django's suffix _gw0, _gw1) and a Redis db of its own: TEST_REDIS_URL's db minus the
+# process's number (tests/settings.py), 15 and 14 by default (13 is BENCH_REDIS_URL's: no third process).
+PASS_1 = DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+  AXE_CORE_JS=$$(test -f $(AXE_JS) && realpath $(AXE_JS)) $(PY) -m pytest -m "not zero_setup" -n 2 --dist worksteal --durations=15
+# One process: RabbitMQ's queues are shared by whoever uses the broker.
+PASS_1B = DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -m both_brokers tests
+PASS_2 = DATABASE_URL= REDIS_URL= $(PY) -m pytest -m "both_backends or zero_setup"
+
+# Pass 1b, then pass 2, run beside pass 1, sharing nothing with it: their test database is
+# TEST_DATABASE_URL's own (pass 1's have the _gwN suffix) and a SQLite file, only pass 1b uses RabbitMQ,
+# only pass 1 Redis and the browser. Their output is printed once pass 1 is done; `make` fails if any
+# pass did. A background job ignores Ctrl-C unless given it back (env --default-signal): then an
+# interrupted run stops its worker processes in all three passes.
 test-passes: lint
 	$(PY) manage.py makemigrations --check --dry-run
-	@echo "== Pass 1: Postgres + Redis + real worker processes + browser"
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) AXE_CORE_JS=$$(test -f $(AXE_JS) && realpath $(AXE_JS)) \
-	  $(PY) -m pytest -m "not zero_setup" --durations=15
-	@echo "== Pass 1b: what depends on the broker (worker processes, kills, a broker restart, a deploy's SIGTERM) again, on RabbitMQ"
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL= BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -m both_brokers tests
-	@echo "== Pass 2: the zero-setup default, SQLite + StubBroker"
-	DATABASE_URL= REDIS_URL= $(PY) -m pytest -m "both_backends or zero_setup"
+	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	echo "== Pass 1b and pass 2 start beside pass 1; their output follows pass 1's"; \
+	( env --default-signal=INT $(PASS_1B) >$$logs/1b 2>&1; echo $$? >$$logs/1b.status; \
+	  env --default-signal=INT $(PASS_2) >$$logs/2 2>&1; echo $$? >$$logs/2.status ) & \
+	echo "== Pass 1: Postgres + Redis + real worker processes + browser, in two processes"; \
+	$(PASS_1); pass_1=$$?; \
+	wait; \
+	echo "== Pass 1b: what depends on the broker (worker processes, kills, a broker restart, a deploy's SIGTERM) again, on RabbitMQ"; \
+	cat $$logs/1b; \
+	echo "== Pass 2: the zero-setup default, SQLite + StubBroker"; \
+	cat $$logs/2; \
+	test $$pass_1 = 0 && test "$$(cat $$logs/1b.status)" = 0 && test "$$(cat $$logs/2.status)" = 0
 
 # The README's screenshots (docs/*.png), from the browser tests that reach those states. `make test`
 # writes nothing tracked.

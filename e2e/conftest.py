@@ -34,11 +34,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser(chromium: Browser) -> Iterator[Browser]:
+    """The session's browser. What a test opened in it is closed when the test ends: a page left open
+    would go on polling the live server (and loading the machine) through every later test."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 def screenshot(page: Page, name: str, **options: object) -> None:

@@ -2,9 +2,22 @@
 
 import re
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from .conftest import log_in, start_run
+
+# A killed worker's silence is told after 3 s rather than the default 10 s (as in tests/test_pool.py), by
+# the workers' registry and the live server's pages alike; their heartbeat is quicker to match.
+QUICKER_SILENCE = {"BATCHES_WORKER_HEARTBEAT_SECONDS": "0.5", "BATCHES_WORKER_SILENCE_SECONDS": "3"}
+
+
+@pytest.fixture
+def quicker_silence(settings) -> dict[str, str]:
+    """The environment for the workers; the live server (this process) gets the same settings."""
+    for name, value in QUICKER_SILENCE.items():
+        setattr(settings, name, float(value))
+    return QUICKER_SILENCE
 
 
 def polled_twice_more(page: Page) -> None:
@@ -56,11 +69,11 @@ def test_a_lost_worker_is_shown_with_where_the_run_resumes_then_running_again(
 
 
 def test_the_only_worker_killed_pauses_the_run_truthfully_and_one_time_tells_the_loss(
-    browser: Browser, live_server, worker_process, make_event, make_user
+    browser: Browser, live_server, worker_process, make_event, make_user, quicker_silence
 ):
     event = make_event(tickets=3_000, name="Gala")
     make_user("alice")  # not staff: no command line for her
-    only = worker_process(threads=2, DEMO_ITEM_DELAY_MS="20")
+    only = worker_process(threads=2, DEMO_ITEM_DELAY_MS="20", **quicker_silence)
     only.wait_ready()
     page = browser.new_context().new_page()
     log_in(page, live_server.url, "alice")
@@ -89,7 +102,7 @@ def test_the_only_worker_killed_pauses_the_run_truthfully_and_one_time_tells_the
     polled_twice_more(page)
     assert {name: page.locator(f'[data-figure="{name}"]').inner_text() for name in figures} == figures
 
-    worker_process(threads=2, DEMO_ITEM_DELAY_MS="20")
+    worker_process(threads=2, DEMO_ITEM_DELAY_MS="20", **quicker_silence)
     lost = page.locator('[data-condition="worker_lost"]')
     expect(lost).to_have_text(f"A worker was lost at {since}; resuming from item {resumes_from}.", timeout=30_000)
     expect(page.locator(".batch-live .status")).to_contain_text("Running since", timeout=30_000)

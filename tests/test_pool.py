@@ -121,8 +121,9 @@ def test_a_killed_workers_chunks_move_again(worker_process, make_event, make_use
     wait_until(lambda: held_chunks([first_id]) and refreshed(batch).processed > 100, timeout=60, what="work")
 
     held = held_chunks([first_id])
-    first.kill()
+    # Taken before the kill: a survivor's sweep may find the process gone before kill() has reaped it.
     kill_time = timezone.now()
+    first.kill()
     if restart:
         worker_process(threads=2, **QUICKER)
     # Moving again once the registry declares the worker dead (3 s of silence here); far sooner than
