@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 from django.db.models.functions import Mod
 from pydantic import Field
 
@@ -53,6 +53,16 @@ class MarkRecords(Operation):
 
     def item_label(self, item: Record) -> str:
         return f"Record {item.number}"
+
+    def confirmation(self, params: Mapping[str, Any]) -> str | None:
+        ledger_id = params.get("ledger_id")  # the form of a refused start may hold anything
+        if not isinstance(ledger_id, int) or isinstance(ledger_id, bool):
+            return None
+        ledger = Ledger.objects.filter(pk=ledger_id).annotate(record_count=Count("records")).first()
+        if ledger is None:
+            return None
+        count = ledger.record_count
+        return f"Mark all {count:,} record{'s' if count != 1 else ''} of {ledger.name}?"
 
     def items(self, params: Mapping[str, Any]) -> QuerySet[Record]:
         return Record.objects.filter(ledger_id=params["ledger_id"])
