@@ -12,6 +12,8 @@ from batches.models import Batch, BatchStatus, ItemFailure
 from site_config.demo.models import Event, Ticket
 from tests.support import WorkerProcess, flush_broker
 
+pytest_plugins = ["tests.testapp.fixtures"]  # the engine's own test project: ledgers, clerks
+
 
 @pytest.fixture
 def make_event(db) -> Callable[..., Event]:

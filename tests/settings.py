@@ -46,3 +46,7 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.MD5PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+
+# The engine's own test project (tests/testapp): a model and a test-only operation of its own.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+from tests.testapp.settings import *  # noqa: E402, F403 - its operation's knobs

@@ -20,8 +20,8 @@ from tests.support import BASE_DIR, subprocess_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FAST = {"DEMO_ITEM_DELAY_MS": "0", "DEMO_FAIL_EVERY": "97"}
-SLOW = {"DEMO_ITEM_DELAY_MS": "30", "DEMO_FAIL_EVERY": "97"}
+FAST = {"RECORDS_ITEM_DELAY_MS": "0", "RECORDS_FAIL_EVERY": "97"}
+SLOW = {"RECORDS_ITEM_DELAY_MS": "30", "RECORDS_FAIL_EVERY": "97"}
 
 
 def batches_command(*args: str, **popen: object) -> subprocess.Popen[str]:
@@ -43,32 +43,32 @@ def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.both_brokers  # the client sends on the broker too
-def test_start_and_follow_to_the_end_in_plain_lines_exits_0(worker_process, make_event, make_user):
-    event = make_event(tickets=600)
-    make_user("alice")
-    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+def test_start_and_follow_to_the_end_in_plain_lines_exits_0(worker_process, make_ledger, make_clerk):
+    ledger = make_ledger(records=600)
+    make_clerk("alice")
+    worker_process(**{**FAST, "RECORDS_ITEM_DELAY_MS": "5"})
 
-    done = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", "0.5")
+    done = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice", "--follow", "--every", "0.5")
 
     assert done.returncode == 0, done.stderr
     batch = Batch.objects.get()
     lines = done.stdout.splitlines()
-    assert lines[0] == f"Batch {batch.pk} started: reissue_tickets on {batch.scope_label}."
+    assert lines[0] == f"Batch {batch.pk} started: mark_records on {batch.scope_label}."
     assert all(line.startswith(f"Batch {batch.pk} ") for line in lines), "plain lines, no terminal codes"
     assert "\x1b" not in done.stdout
-    assert lines[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 tickets worked, 594 done, 6 failed in ")
+    assert lines[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 records worked, 594 done, 6 failed in ")
     assert batch.status == BatchStatus.FINISHED
 
 
-def test_json_prints_the_apis_batch_object(worker_process, make_event, make_user):
-    event = make_event(tickets=300)
-    make_user("alice")
+def test_json_prints_the_apis_batch_object(worker_process, make_ledger, make_clerk):
+    ledger = make_ledger(records=300)
+    make_clerk("alice")
     worker_process(**FAST)
 
-    started = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--json")
+    started = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice", "--json")
     assert started.returncode == 0, started.stderr
     body = json.loads(started.stdout)
-    assert body["operation"] == "reissue_tickets" and body["links"]["self"] == f"/api/batches/{body['id']}"
+    assert body["operation"] == "mark_records" and body["links"]["self"] == f"/api/batches/{body['id']}"
 
     followed = run("follow", str(body["id"]), "--json")
     assert followed.returncode == 0, followed.stderr
@@ -79,36 +79,36 @@ def test_json_prints_the_apis_batch_object(worker_process, make_event, make_user
     assert [item["id"] for item in json.loads(listed.stdout)] == [body["id"]]
 
 
-def test_a_second_start_on_a_busy_scope_says_so_and_follows_the_first(worker_process, make_event, make_user):
-    event = make_event(tickets=600)
-    make_user("alice")
-    make_user("bob")
-    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
-    first = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+def test_a_second_start_on_a_busy_scope_says_so_and_follows_the_first(worker_process, make_ledger, make_clerk):
+    ledger = make_ledger(records=600)
+    make_clerk("alice")
+    make_clerk("bob")
+    worker_process(**{**FAST, "RECORDS_ITEM_DELAY_MS": "5"})
+    first = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice")
     assert first.returncode == 0, first.stderr
     batch = Batch.objects.get()
 
-    second = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "bob", "--follow", "--every", "1")
+    second = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "bob", "--follow", "--every", "1")
 
     assert Batch.objects.count() == 1
     assert second.returncode == 0, second.stderr
     assert f"Batch {batch.pk} is already" in second.stdout.splitlines()[0]
     assert "no new batch was started" in second.stdout
-    assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 tickets worked")
+    assert second.stdout.splitlines()[-1].startswith(f"Batch {batch.pk} finished: 600 of 600 records worked")
 
 
-def follow_a_slow_batch(worker_process, make_event, make_user, *, every: str):
-    """`batches start … --follow` by alice, of 3,000 tickets that a slow worker takes minutes over."""
-    event = make_event(tickets=3000)
-    make_user("alice")
+def follow_a_slow_batch(worker_process, make_ledger, make_clerk, *, every: str):
+    """`batches start … --follow` by alice, of 3,000 records that a slow worker takes minutes over."""
+    ledger = make_ledger(records=3000)
+    make_clerk("alice")
     worker_process(**SLOW)
     return batches_command(
-        "start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow", "--every", every
+        "start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice", "--follow", "--every", every
     )
 
 
-def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_event, make_user):
-    follower = follow_a_slow_batch(worker_process, make_event, make_user, every="0.5")
+def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_ledger, make_clerk):
+    follower = follow_a_slow_batch(worker_process, make_ledger, make_clerk, every="0.5")
     batch = wait_until(lambda: Batch.objects.filter(status=BatchStatus.RUNNING).first(), what="the batch to run")
 
     cancelled = run("cancel", str(batch.pk), "--user", "alice")
@@ -119,9 +119,9 @@ def test_a_batch_cancelled_while_followed_exits_1(worker_process, make_event, ma
     assert out.splitlines()[-1].startswith(f"Batch {batch.pk} cancelled: ")
 
 
-def test_following_a_failed_batch_exits_1_and_says_why(make_event, make_user):
-    event = make_event(tickets=10)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+def test_following_a_failed_batch_exits_1_and_says_why(make_ledger, make_clerk):
+    ledger = make_ledger(records=10)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     state.end(batch.pk, BatchStatus.FAILED, error="Cannot resume: no progress after 8 recoveries.")
 
     followed = run("follow", str(batch.pk))
@@ -130,8 +130,8 @@ def test_following_a_failed_batch_exits_1_and_says_why(make_event, make_user):
     assert followed.stdout.strip().endswith("Cannot resume: no progress after 8 recoveries.")
 
 
-def test_ctrl_c_detaches_without_cancelling_and_says_how_to_reattach(worker_process, make_event, make_user):
-    follower = follow_a_slow_batch(worker_process, make_event, make_user, every="0.2")
+def test_ctrl_c_detaches_without_cancelling_and_says_how_to_reattach(worker_process, make_ledger, make_clerk):
+    follower = follow_a_slow_batch(worker_process, make_ledger, make_clerk, every="0.2")
     assert follower.stdout is not None
     follower.stdout.readline()  # "Batch N started ..."
     follower.stdout.readline()  # the first progress line: it is following
@@ -163,12 +163,12 @@ def read_terminal(*args: str) -> tuple[int, str]:
     return process.returncode, output.decode(errors="replace")
 
 
-def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_user):
-    event = make_event(tickets=600)
-    make_user("alice")
-    worker_process(**{**FAST, "DEMO_ITEM_DELAY_MS": "5"})
+def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_ledger, make_clerk):
+    ledger = make_ledger(records=600)
+    make_clerk("alice")
+    worker_process(**{**FAST, "RECORDS_ITEM_DELAY_MS": "5"})
 
-    code, text = read_terminal("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice", "--follow")
+    code, text = read_terminal("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice", "--follow")
 
     assert code == 0
     assert "━" in text, "rich's bar"
@@ -179,21 +179,21 @@ def test_on_a_terminal_it_draws_a_progress_bar(worker_process, make_event, make_
     ("args", "code", "says"),
     [
         (["start", "no_such_op", "x=1", "--user", "alice"], 2, "Unknown operation"),
-        (["start", "reissue_tickets", "event_id", "--user", "alice"], 2, "key=value"),
-        (["start", "reissue_tickets", "event_id=abc", "--user", "alice"], 2, "Bad parameters"),
-        (["start", "reissue_tickets", "event_id=1", "--user", "nobody"], 2, "No user"),
-        (["start", "reissue_tickets", "event_id=999999", "--user", "alice"], 3, "There is no event 999999"),
-        (["start", "reissue_tickets", "event_id={event}", "--user", "mallory"], 3, "may not run"),
+        (["start", "mark_records", "ledger_id", "--user", "alice"], 2, "key=value"),
+        (["start", "mark_records", "ledger_id=abc", "--user", "alice"], 2, "Bad parameters"),
+        (["start", "mark_records", "ledger_id=1", "--user", "nobody"], 2, "No user"),
+        (["start", "mark_records", "ledger_id=999999", "--user", "alice"], 3, "There is no ledger 999999"),
+        (["start", "mark_records", "ledger_id={ledger}", "--user", "mallory"], 3, "may not run"),
         (["follow", "999999"], 3, "No batch 999999"),
         (["cancel", "{batch}", "--user", "mallory"], 3, "No batch"),
     ],
 )
-def test_bad_usage_exits_2_and_refusals_exit_3(make_event, make_user, args, code, says):
-    event = make_event(tickets=5)
-    alice = make_user("alice")
-    make_user("mallory", may_reissue=False)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
-    args = [arg.format(event=event.pk, batch=batch.pk) for arg in args]
+def test_bad_usage_exits_2_and_refusals_exit_3(make_ledger, make_clerk, args, code, says):
+    ledger = make_ledger(records=5)
+    alice = make_clerk("alice")
+    make_clerk("mallory", may_mark=False)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).batch
+    args = [arg.format(ledger=ledger.pk, batch=batch.pk) for arg in args]
 
     with pytest.raises(CommandError) as refused:
         call_command("batches", *args)
@@ -208,11 +208,11 @@ def test_bad_usage_exits_2_and_refusals_exit_3(make_event, make_user, args, code
 FAKE_END = "\x1b[2J\x1b[31mFAKE: all finished"  # clears the screen, then writes in red
 
 
-def test_an_escape_sequence_in_a_label_reaches_the_terminal_neutralised(make_event, make_user):
-    event = make_event(tickets=5, name=FAKE_END)
-    make_user("alice")
+def test_an_escape_sequence_in_a_label_reaches_the_terminal_neutralised(make_ledger, make_clerk):
+    ledger = make_ledger(records=5, name=FAKE_END)
+    make_clerk("alice")
 
-    started = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+    started = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice")
     listed = run("list")
 
     shown = "\\x1b[2J\\x1b[31mFAKE: all finished"  # the codes as text, acted on by no terminal
@@ -221,9 +221,9 @@ def test_an_escape_sequence_in_a_label_reaches_the_terminal_neutralised(make_eve
     assert "\x1b" not in started.stdout + started.stderr + listed.stdout + listed.stderr
 
 
-def test_an_error_reaches_a_terminal_as_text_not_as_codes_or_rich_markup(make_event, make_user):
-    event = make_event(tickets=5)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+def test_an_error_reaches_a_terminal_as_text_not_as_codes_or_rich_markup(make_ledger, make_clerk):
+    ledger = make_ledger(records=5)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     state.end(batch.pk, BatchStatus.FAILED, error="[red]Boom[/red] \x1b]0;owned\x07 \x1b[2J")
 
     code, drawn = read_terminal("follow", str(batch.pk))
@@ -234,9 +234,9 @@ def test_an_error_reaches_a_terminal_as_text_not_as_codes_or_rich_markup(make_ev
     assert "\x1b]0;" not in drawn and "\x1b[2J" not in drawn
 
 
-def test_list_shows_a_cancelled_runs_real_figures(make_event, make_user):
-    event = make_event(tickets=5)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+def test_list_shows_a_cancelled_runs_real_figures(make_ledger, make_clerk):
+    ledger = make_ledger(records=5)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     Batch.objects.filter(pk=batch.pk).update(total=2000, done_count=283, failed_count=10, skipped_count=1707)
     state.end(batch.pk, BatchStatus.CANCELLED)
 
@@ -245,21 +245,21 @@ def test_list_shows_a_cancelled_runs_real_figures(make_event, make_user):
     assert listed.returncode == 0, listed.stderr
     line = listed.stdout.splitlines()[0]
     assert line.startswith(
-        f"Batch {batch.pk} cancelled: 293 of 2,000 tickets worked, 283 done, 10 failed, 1,707 skipped"
+        f"Batch {batch.pk} cancelled: 293 of 2,000 records worked, 283 done, 10 failed, 1,707 skipped"
     ), line
     assert "2000/2000" not in line and "2,000 of 2,000" not in line
 
 
-def test_it_prints_only_its_own_output_and_log_lines_only_when_asked(make_event, make_user):
-    event = make_event(tickets=5)
-    make_user("alice")
+def test_it_prints_only_its_own_output_and_log_lines_only_when_asked(make_ledger, make_clerk):
+    ledger = make_ledger(records=5)
+    make_clerk("alice")
 
-    quiet = run("start", "reissue_tickets", f"event_id={event.pk}", "--user", "alice")
+    quiet = run("start", "mark_records", f"ledger_id={ledger.pk}", "--user", "alice")
     batch = Batch.objects.get()
     verbose = run("cancel", str(batch.pk), "--user", "alice", "-v", "2")
 
     assert quiet.returncode == 0 and verbose.returncode == 0
-    assert quiet.stdout == f"Batch {batch.pk} started: reissue_tickets on {event.name}.\n"
+    assert quiet.stdout == f"Batch {batch.pk} started: mark_records on {ledger.name}.\n"
     assert quiet.stderr == "", "no log line (AXES: BEGIN …, event=batch.created …) by default"
     assert verbose.stdout == f"Batch {batch.pk} cancelled; its worker stops at its next checkpoint.\n"
     assert f"event=batch.cancelled batch_id={batch.pk}" in verbose.stderr, "with -v 2, on stderr"

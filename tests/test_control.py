@@ -17,20 +17,25 @@ from batches.engine.actors import batch_message_gave_up
 from batches.engine.recovery import recover_stale
 from batches.models import Batch, BatchStatus, Chunk, ItemFailure
 from batches.services import cancel_batch, retry_failed, start_batch
-from site_config.demo.models import Ticket
-from site_config.demo.operations import ReissueTickets
+from tests.testapp.models import Record
+from tests.testapp.operations import MarkRecords
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def fast_demo(settings):
-    settings.DEMO_ITEM_DELAY_MS = 0
-    settings.DEMO_FAIL_EVERY = 7
+def quick_records(settings):
+    settings.RECORDS_ITEM_DELAY_MS = 0
+    settings.RECORDS_FAIL_EVERY = 7
 
 
-def start(event, user) -> Batch:
-    return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=user).batch
+@pytest.fixture
+def alice(make_clerk):
+    return make_clerk("alice")
+
+
+def start(ledger, user) -> Batch:
+    return start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=user).batch
 
 
 def run_all(batch: Batch) -> Batch:
@@ -40,17 +45,17 @@ def run_all(batch: Batch) -> Batch:
     return batch
 
 
-def reissued(event) -> int:
-    return Ticket.objects.filter(event=event, reissue_count__gt=0).count()
+def marked(ledger) -> int:
+    return Record.objects.filter(ledger=ledger, marks__gt=0).count()
 
 
 @pytest.mark.both_backends
 def test_cancel_ends_the_batch_at_once_counts_the_rest_as_skipped_and_frees_the_scope(
-    fast_demo, settings, make_event, alice
+    quick_records, settings, make_ledger, alice
 ):
     settings.BATCHES_CHECKPOINT_SECONDS = 0.0  # one item per checkpoint
-    event = make_event(tickets=50)
-    batch = start(event, alice)
+    ledger = make_ledger(records=50)
+    batch = start(ledger, alice)
     (chunk_id,) = runner.plan(batch.pk)
     for _ in range(3):
         runner.run_checkpoint(chunk_id)
@@ -60,18 +65,18 @@ def test_cancel_ends_the_batch_at_once_counts_the_rest_as_skipped_and_frees_the_
     assert ended and cancelled.status == BatchStatus.CANCELLED and cancelled.cancelled_by == alice
     assert (cancelled.done_count, cancelled.skipped_count) == (3, 47)
     assert runner.run_checkpoint(chunk_id) is runner.ChunkState.GONE
-    assert reissued(event) == 3
+    assert marked(ledger) == 3
     assert cancel_batch(batch.pk, user=alice)[1] is False, "cancelling twice ends it once"
-    assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
+    assert start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).created
 
 
-def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, make_event, alice):
+def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(quick_records, make_ledger, alice):
     # Postgres only: on SQLite a cancel waits for the running checkpoint's write lock, so the two
     # never overlap.
-    event = make_event(tickets=30)
-    batch = start(event, alice)
+    ledger = make_ledger(records=30)
+    batch = start(ledger, alice)
     (chunk_id,) = runner.plan(batch.pk)
-    op_class = type(runner.get_operation("reissue_tickets"))
+    op_class = type(runner.get_operation("mark_records"))
     real_handle = op_class.handle
 
     def cancel_from_another_connection():
@@ -80,9 +85,9 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
         finally:
             connection.close()
 
-    def handle(self, ticket, ctx):
-        real_handle(self, ticket, ctx)
-        if ticket.number == 10:  # a colleague cancels while this checkpoint is under way
+    def handle(self, record, ctx):
+        real_handle(self, record, ctx)
+        if record.number == 10:  # a colleague cancels while this checkpoint is under way
             canceller = threading.Thread(target=cancel_from_another_connection)
             canceller.start()
             canceller.join()
@@ -92,13 +97,13 @@ def test_a_checkpoint_that_overlaps_a_cancel_is_rolled_back_whole(fast_demo, mak
 
     batch.refresh_from_db()
     assert batch.status == BatchStatus.CANCELLED
-    assert reissued(event) == batch.done_count == 0
+    assert marked(ledger) == batch.done_count == 0
     assert batch.skipped_count == 30
 
 
 @pytest.mark.both_backends
-def test_a_cancel_before_planning_stops_the_batch_from_running(fast_demo, make_event, alice):
-    batch = start(make_event(tickets=10), alice)
+def test_a_cancel_before_planning_stops_the_batch_from_running(quick_records, make_ledger, alice):
+    batch = start(make_ledger(records=10), alice)
     cancel_batch(batch.pk, user=alice)
     assert runner.plan(batch.pk) == []
     batch.refresh_from_db()
@@ -106,36 +111,36 @@ def test_a_cancel_before_planning_stops_the_batch_from_running(fast_demo, make_e
 
 
 @pytest.mark.both_backends
-def test_only_those_who_may_see_a_batch_may_cancel_it(fast_demo, make_event, make_user, alice):
-    batch = start(make_event(tickets=10), alice)
+def test_only_those_who_may_see_a_batch_may_cancel_it(quick_records, make_ledger, make_clerk, alice):
+    batch = start(make_ledger(records=10), alice)
     with pytest.raises(Batch.DoesNotExist):
-        cancel_batch(batch.pk, user=make_user("mallory", may_reissue=False))
+        cancel_batch(batch.pk, user=make_clerk("mallory", may_mark=False))
     batch.refresh_from_db()
     assert batch.is_active
 
 
 @pytest.mark.both_backends
-def test_an_operation_failure_threshold_fails_the_batch_early(fast_demo, make_event, alice):
-    event = make_event(tickets=1000)
-    with mock.patch.object(ReissueTickets, "max_failures", 5):
-        batch = run_all(start(event, alice))
+def test_an_operation_failure_threshold_fails_the_batch_early(quick_records, make_ledger, alice):
+    ledger = make_ledger(records=1000)
+    with mock.patch.object(MarkRecords, "max_failures", 5):
+        batch = run_all(start(ledger, alice))
 
     assert batch.status == BatchStatus.FAILED
     assert batch.error == "Stopped early: more than 5 items failed (the operation's limit)."
     assert batch.failed_count > 5 and batch.failed_count == ItemFailure.objects.filter(batch=batch).count()
-    assert batch.done_count == Ticket.objects.filter(event=event, reissue_count=1).count()
+    assert batch.done_count == Record.objects.filter(ledger=ledger, marks=1).count()
     assert batch.done_count + batch.failed_count + batch.skipped_count == 1000
     assert batch.skipped_count > 0
 
 
 @pytest.mark.both_backends
-def test_retry_failed_runs_exactly_the_failed_items_in_a_linked_batch(fast_demo, settings, make_event, alice):
-    event = make_event(tickets=100)
-    first = run_all(start(event, alice))
+def test_retry_failed_runs_exactly_the_failed_items_in_a_linked_batch(quick_records, settings, make_ledger, alice):
+    ledger = make_ledger(records=100)
+    first = run_all(start(ledger, alice))
     failed_numbers = set(range(7, 101, 7))
     assert first.failed_count == len(failed_numbers)
 
-    settings.DEMO_FAIL_EVERY = 0  # whatever made them fail is fixed
+    settings.RECORDS_FAIL_EVERY = 0  # whatever made them fail is fixed
     result = retry_failed(first.pk, user=alice)
     retry = run_all(result.batch)
 
@@ -146,71 +151,71 @@ def test_retry_failed_runs_exactly_the_failed_items_in_a_linked_batch(fast_demo,
         len(failed_numbers),
         0,
     )
-    assert {t.number: t.reissue_count for t in Ticket.objects.filter(event=event)} == {n: 1 for n in range(1, 101)}, (
+    assert {r.number: r.marks for r in Record.objects.filter(ledger=ledger)} == {n: 1 for n in range(1, 101)}, (
         "the failed items ran once more, the others were not touched"
     )
 
 
 @pytest.mark.both_backends
-def test_retry_failed_is_guarded_and_refuses_what_it_cannot_do(fast_demo, settings, make_event, alice):
-    event = make_event(tickets=20)
-    running = start(event, alice)
+def test_retry_failed_is_guarded_and_refuses_what_it_cannot_do(quick_records, settings, make_ledger, alice):
+    ledger = make_ledger(records=20)
+    running = start(ledger, alice)
     with pytest.raises(ValidationError, match="still running"):
         retry_failed(running.pk, user=alice)
     first = run_all(running)
 
-    settings.DEMO_FAIL_EVERY = 0
-    clean = run_all(start(make_event(tickets=5), alice))
+    settings.RECORDS_FAIL_EVERY = 0
+    clean = run_all(start(make_ledger(records=5), alice))
     with pytest.raises(ValidationError, match="no failed items"):
         retry_failed(clean.pk, user=alice)
 
-    other = start(event, alice)  # a new full run holds the scope
+    other = start(ledger, alice)  # a new full run holds the scope
     joined = retry_failed(first.pk, user=alice)
     assert not joined.created and joined.batch.pk == other.pk
 
 
 @pytest.mark.both_backends
-def test_retry_failed_explains_a_removed_operation_or_a_deleted_scope(fast_demo, make_event, alice):
+def test_retry_failed_explains_a_removed_operation_or_a_deleted_scope(quick_records, make_ledger, alice):
     # The admin's retry action shows these messages: they must be ValidationErrors a person reads.
-    event = make_event(tickets=20)
-    first = run_all(start(event, alice))
+    ledger = make_ledger(records=20)
+    first = run_all(start(ledger, alice))
     Batch.objects.filter(pk=first.pk).update(operation="gone_operation")
     with pytest.raises(ValidationError, match="the operation 'gone_operation' of this batch is no longer installed"):
         retry_failed(first.pk, user=alice)
 
-    Batch.objects.filter(pk=first.pk).update(operation="reissue_tickets")
-    event_id = event.pk
-    event.delete()
-    with pytest.raises(ValidationError, match=f"Cannot retry. There is no event {event_id}."):
+    Batch.objects.filter(pk=first.pk).update(operation="mark_records")
+    ledger_id = ledger.pk
+    ledger.delete()
+    with pytest.raises(ValidationError, match=f"Cannot retry. There is no ledger {ledger_id}."):
         retry_failed(first.pk, user=alice)
     assert Batch.objects.count() == 1
 
 
 @pytest.mark.both_backends
-def test_an_item_past_its_time_limit_fails_as_timed_out_and_the_rest_go_on(fast_demo, make_event, alice):
-    event = make_event(tickets=6)
-    real_handle = ReissueTickets.handle
+def test_an_item_past_its_time_limit_fails_as_timed_out_and_the_rest_go_on(quick_records, make_ledger, alice):
+    ledger = make_ledger(records=6)
+    real_handle = MarkRecords.handle
 
-    def handle(self, ticket, ctx):
-        if ticket.number == 2:
+    def handle(self, record, ctx):
+        if record.number == 2:
             time.sleep(0.5)  # blocked in C: failed once it returns
-        if ticket.number == 4:
+        if record.number == 4:
             while True:  # a Python loop that never ends: interrupted at the limit
                 pass
-        real_handle(self, ticket, ctx)
+        real_handle(self, record, ctx)
 
     with (
-        mock.patch.object(ReissueTickets, "item_time_limit", 0.2),
-        mock.patch.object(ReissueTickets, "handle", handle),
-        mock.patch.object(ReissueTickets, "handle_many", None),
+        mock.patch.object(MarkRecords, "item_time_limit", 0.2),
+        mock.patch.object(MarkRecords, "handle", handle),
+        mock.patch.object(MarkRecords, "handle_many", None),
     ):
-        batch = run_all(start(event, alice))
+        batch = run_all(start(ledger, alice))
 
     failures = dict(ItemFailure.objects.filter(batch=batch).values_list("item_key", "error"))
-    tickets = {t.number: t for t in Ticket.objects.filter(event=event)}
-    assert failures == {str(tickets[2].pk): "Timed out after 0.2s", str(tickets[4].pk): "Timed out after 0.2s"}
+    records = {r.number: r for r in Record.objects.filter(ledger=ledger)}
+    assert failures == {str(records[2].pk): "Timed out after 0.2s", str(records[4].pk): "Timed out after 0.2s"}
     assert (batch.status, batch.done_count) == (BatchStatus.FINISHED, 4)
-    assert tickets[2].reissue_count == tickets[4].reissue_count == 0
+    assert records[2].marks == records[4].marks == 0
 
 
 def make_stale(batch: Batch) -> None:
@@ -218,11 +223,11 @@ def make_stale(batch: Batch) -> None:
 
 
 @pytest.mark.both_backends
-def test_the_sweep_resumes_stale_batches_once_per_lease(fast_demo, make_event, alice):
-    queued = start(make_event(tickets=10), alice)
-    running = start(make_event(tickets=10), alice)
+def test_the_sweep_resumes_stale_batches_once_per_lease(quick_records, make_ledger, alice):
+    queued = start(make_ledger(records=10), alice)
+    running = start(make_ledger(records=10), alice)
     runner.plan(running.pk)
-    fresh = start(make_event(tickets=10), alice)
+    fresh = start(make_ledger(records=10), alice)
     make_stale(queued)
     make_stale(running)
 
@@ -238,9 +243,9 @@ def test_the_sweep_resumes_stale_batches_once_per_lease(fast_demo, make_event, a
 
 
 @pytest.mark.both_backends
-def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, fast_demo, make_event, alice):
+def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, quick_records, make_ledger, alice):
     settings.BATCHES_MAX_RECOVERIES = 2
-    stuck = start(make_event(tickets=3), alice)
+    stuck = start(make_ledger(records=3), alice)
     orphan = Batch.objects.create(operation="gone_operation", scope_key="x", lease_expires_at=timezone.now())
     with mock.patch("batches.engine.dispatch.plan"):
         for _ in range(3):
@@ -254,25 +259,25 @@ def test_a_batch_that_cannot_be_resumed_is_failed_with_the_reason(settings, fast
 
 
 @pytest.mark.both_backends
-def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(fast_demo, make_event, alice, make_user):
-    event = make_event(tickets=10)
-    batch = start(event, alice)
-    bob = make_user("bob")
+def test_a_stale_batch_blocks_a_new_start_only_until_its_lease_ends(quick_records, make_ledger, alice, make_clerk):
+    ledger = make_ledger(records=10)
+    batch = start(ledger, alice)
+    bob = make_clerk("bob")
 
-    joined = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    joined = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=bob)
     assert (joined.created, joined.resumed) == (False, False)
 
     make_stale(batch)
     with mock.patch("batches.engine.dispatch.plan") as plan:
-        resumed = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+        resumed = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=bob)
     assert (resumed.batch.pk, resumed.resumed) == (batch.pk, True)
     plan.assert_called_once_with(batch.pk)
     assert run_all(resumed.batch).status == BatchStatus.FINISHED
 
 
 @pytest.mark.both_backends
-def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, capsys):
-    batch = start(make_event(tickets=3), alice)
+def test_the_recover_command_reports_what_it_did(quick_records, make_ledger, alice, capsys):
+    batch = start(make_ledger(records=3), alice)
     make_stale(batch)
     with mock.patch("batches.engine.dispatch.plan"):
         call_command("batches", "recover")
@@ -280,8 +285,8 @@ def test_the_recover_command_reports_what_it_did(fast_demo, make_event, alice, c
 
 
 @pytest.mark.both_backends
-def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(fast_demo, make_event, alice):
-    batch = start(make_event(tickets=3), alice)
+def test_a_message_that_exhausted_its_retries_fails_its_batch_visibly(quick_records, make_ledger, alice):
+    batch = start(make_ledger(records=3), alice)
     runner.plan(batch.pk)
     message = {
         "actor_name": "run_batch",

@@ -9,18 +9,18 @@ from django.db import OperationalError, connection
 from batches.engine import runner
 from batches.models import Batch, BatchStatus, Chunk, ItemFailure
 from batches.services import start_batch
-from site_config.demo.models import Ticket
-from site_config.demo.operations import ReissueTickets
+from tests.testapp.models import Record
+from tests.testapp.operations import MarkRecords
 
 
 @pytest.fixture
-def fast_demo(settings):
-    settings.DEMO_ITEM_DELAY_MS = 0
-    settings.DEMO_FAIL_EVERY = 7
+def quick_records(settings):
+    settings.RECORDS_ITEM_DELAY_MS = 0
+    settings.RECORDS_FAIL_EVERY = 7
 
 
-def start(event, user) -> Batch:
-    return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=user).batch
+def start(ledger, user) -> Batch:
+    return start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=user).batch
 
 
 def run_to_the_end(batch: Batch) -> Batch:
@@ -30,29 +30,29 @@ def run_to_the_end(batch: Batch) -> Batch:
     return batch
 
 
-def assert_counters_match_the_tables(batch: Batch, event) -> None:
-    tickets = Ticket.objects.filter(event=event)
-    assert batch.done_count == tickets.filter(reissue_count=1).count()
+def assert_counters_match_the_tables(batch: Batch, ledger) -> None:
+    records = Record.objects.filter(ledger=ledger)
+    assert batch.done_count == records.filter(marks=1).count()
     assert batch.failed_count == ItemFailure.objects.filter(batch=batch).count()
-    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
+    assert not records.filter(marks__gt=1).exists(), "a record was marked twice"
     assert batch.done_count + batch.failed_count + batch.skipped_count == batch.total
 
 
 @pytest.fixture(params=["bulk handler", "item by item"])
 def handler_mode(request):
-    """The demo has a bulk handler; without it the engine calls `handle` per item."""
+    """The operation has a bulk handler; without it the engine calls `handle` per item."""
     if request.param == "bulk handler":
         yield
         return
-    with mock.patch.object(ReissueTickets, "handle_many", None):
+    with mock.patch.object(MarkRecords, "handle_many", None):
         yield
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_handles_every_item_once_and_records_failures(fast_demo, handler_mode, make_event, make_user):
-    event = make_event(tickets=1234)
-    batch = run_to_the_end(start(event, make_user("alice")))
+def test_a_batch_handles_every_item_once_and_records_failures(quick_records, handler_mode, make_ledger, make_clerk):
+    ledger = make_ledger(records=1234)
+    batch = run_to_the_end(start(ledger, make_clerk("alice")))
 
     assert batch.status == BatchStatus.FINISHED and batch.finished_at is not None
     assert batch.total == 1234
@@ -61,34 +61,34 @@ def test_a_batch_handles_every_item_once_and_records_failures(fast_demo, handler
     assert batch.pending_chunks == 0
     assert Chunk.objects.filter(batch=batch).count() == 3  # 500 + 500 + 234
     failure = ItemFailure.objects.filter(batch=batch).first()
-    seat = Ticket.objects.get(pk=int(failure.item_key)).number
-    assert failure.error == f"Seat {seat} is blocked by the venue."  # an expected failure: its sentence alone
-    assert_counters_match_the_tables(batch, event)
+    number = Record.objects.get(pk=int(failure.item_key)).number
+    assert failure.error == f"Record {number} is refused."  # an expected failure: its sentence alone
+    assert_counters_match_the_tables(batch, ledger)
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_checkpoints_commit_progress_within_the_checkpoint_time(fast_demo, settings, make_event, make_user):
+def test_checkpoints_commit_progress_within_the_checkpoint_time(quick_records, settings, make_ledger, make_clerk):
     settings.BATCHES_CHECKPOINT_SECONDS = 0.0  # every item is its own checkpoint
-    event = make_event(tickets=5)
-    batch = start(event, make_user("alice"))
+    ledger = make_ledger(records=5)
+    batch = start(ledger, make_clerk("alice"))
     (chunk_id,) = runner.plan(batch.pk)
 
     assert runner.run_checkpoint(chunk_id) is runner.ChunkState.MORE
     batch.refresh_from_db()
     assert (batch.done_count, batch.heartbeat_at is not None) == (1, True)
-    assert Ticket.objects.filter(event=event, reissue_count=1).count() == 1
+    assert Record.objects.filter(ledger=ledger, marks=1).count() == 1
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(fast_demo, settings, make_event, make_user):
+def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(quick_records, settings, make_ledger, make_clerk):
     # One checkpoint for the whole chunk, however slow the machine: the crash falls inside it.
     settings.BATCHES_CHECKPOINT_SECONDS = 600
-    event = make_event(tickets=300)
-    batch = start(event, make_user("alice"))
+    ledger = make_ledger(records=300)
+    batch = start(ledger, make_clerk("alice"))
     (chunk_id,) = runner.plan(batch.pk)
-    real_handle = type(runner.get_operation("reissue_tickets")).handle
+    real_handle = type(runner.get_operation("mark_records")).handle
     calls = 0
 
     def dies_on_the_150th_item(self, item, ctx):
@@ -99,28 +99,28 @@ def test_a_crash_mid_checkpoint_loses_nothing_and_repeats_nothing(fast_demo, set
         real_handle(self, item, ctx)
 
     with (
-        mock.patch.object(type(runner.get_operation("reissue_tickets")), "handle", dies_on_the_150th_item),
-        mock.patch.object(type(runner.get_operation("reissue_tickets")), "handle_many", None),
+        mock.patch.object(type(runner.get_operation("mark_records")), "handle", dies_on_the_150th_item),
+        mock.patch.object(type(runner.get_operation("mark_records")), "handle_many", None),
         pytest.raises(OperationalError),
     ):
         runner.run_chunk(chunk_id, budget_seconds=600)
     # The checkpoint was rolled back whole: no effect, no counter, no cursor.
-    assert Ticket.objects.filter(event=event, reissue_count__gt=0).count() == 0
+    assert Record.objects.filter(ledger=ledger, marks__gt=0).count() == 0
     assert Chunk.objects.get(pk=chunk_id).cursor is None
 
     # The redelivered message resumes from the last committed cursor.
     assert runner.run_chunk(chunk_id, budget_seconds=600) is runner.ChunkState.FINISHED
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FINISHED
-    assert_counters_match_the_tables(batch, event)
+    assert_counters_match_the_tables(batch, ledger)
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_the_same_chunk_delivered_twice_at_once_runs_each_item_once(fast_demo, settings, make_event, make_user):
+def test_the_same_chunk_delivered_twice_at_once_runs_each_item_once(quick_records, settings, make_ledger, make_clerk):
     settings.BATCHES_CHECKPOINT_SECONDS = 0.01
-    event = make_event(tickets=400)
-    batch = start(event, make_user("alice"))
+    ledger = make_ledger(records=400)
+    batch = start(ledger, make_clerk("alice"))
     (chunk_id,) = runner.plan(batch.pk)
     barrier = threading.Barrier(2)
 
@@ -139,13 +139,13 @@ def test_the_same_chunk_delivered_twice_at_once_runs_each_item_once(fast_demo, s
 
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FINISHED
-    assert_counters_match_the_tables(batch, event)
+    assert_counters_match_the_tables(batch, ledger)
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_planning_twice_plans_once(fast_demo, make_event, make_user):
-    batch = start(make_event(tickets=1001), make_user("alice"))
+def test_planning_twice_plans_once(quick_records, make_ledger, make_clerk):
+    batch = start(make_ledger(records=1001), make_clerk("alice"))
     first = runner.plan(batch.pk)
     again = runner.plan(batch.pk)
     assert first == again and len(first) == 3
@@ -154,11 +154,11 @@ def test_planning_twice_plans_once(fast_demo, make_event, make_user):
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_items_deleted_after_planning_are_counted_as_skipped(fast_demo, make_event, make_user):
-    event = make_event(tickets=20)
-    batch = start(event, make_user("alice"))
+def test_items_deleted_after_planning_are_counted_as_skipped(quick_records, make_ledger, make_clerk):
+    ledger = make_ledger(records=20)
+    batch = start(ledger, make_clerk("alice"))
     (chunk_id,) = runner.plan(batch.pk)
-    Ticket.objects.filter(event=event, number__gt=15).delete()
+    Record.objects.filter(ledger=ledger, number__gt=15).delete()
 
     runner.run_chunk(chunk_id, budget_seconds=600)
     batch.refresh_from_db()
@@ -168,8 +168,8 @@ def test_items_deleted_after_planning_are_counted_as_skipped(fast_demo, make_eve
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_an_empty_scope_finishes_at_once(make_event, make_user):
-    batch = start(make_event(tickets=0), make_user("alice"))
+def test_an_empty_scope_finishes_at_once(make_ledger, make_clerk):
+    batch = start(make_ledger(records=0), make_clerk("alice"))
     assert runner.plan(batch.pk) == []
     batch.refresh_from_db()
     assert (batch.status, batch.total) == (BatchStatus.FINISHED, 0)

@@ -1,6 +1,6 @@
 """Fault injection against real `rundramatiq` processes on Postgres and Redis (RabbitMQ with
 BROKER_URL): workers killed with SIGKILL, the broker flushed or restarted, database connections
-terminated. The batch must still complete, each ticket's effect exactly once, the counters equal to
+terminated. The batch must still complete, each record's effect exactly once, the counters equal to
 the truth in the tables."""
 
 import random
@@ -16,15 +16,15 @@ from dramatiq.brokers.redis import RedisBroker
 
 from batches.models import Batch, BatchStatus, ItemFailure
 from batches.services import cancel_batch, start_batch
-from site_config.demo.models import Ticket
 from tests.support import TcpProxy, flush_broker, redis_server, refreshed, wait_until
+from tests.testapp.models import Record
 
 pytestmark = pytest.mark.slow
 
 # Short leases and a fast sweep, so that a dead worker's batch is picked up within seconds.
 FAULT_ENV = {
-    "DEMO_FAIL_EVERY": "97",
-    "DEMO_ITEM_TIME_LIMIT": "1",
+    "RECORDS_FAIL_EVERY": "97",
+    "RECORDS_ITEM_TIME_LIMIT": "1",
     "BATCHES_LEASE_SECONDS": "1",
     "BATCHES_SWEEP_SECONDS": "0.5",
 }
@@ -34,53 +34,53 @@ def wait_for_progress(batch: Batch, beyond: int, timeout: float = 60) -> None:
     wait_until(lambda: refreshed(batch).processed > beyond or not batch.is_active, timeout=timeout, what="progress")
 
 
-def assert_exactly_once(batch: Batch, event, total: int) -> None:
-    tickets = Ticket.objects.filter(event=event)
+def assert_exactly_once(batch: Batch, ledger, total: int) -> None:
+    records = Record.objects.filter(ledger=ledger)
     assert batch.status == BatchStatus.FINISHED, batch.error
     assert batch.total == total
-    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
-    assert batch.done_count == tickets.filter(reissue_count=1).count()
-    failed_seats = set(tickets.filter(reissue_count=0).values_list("number", flat=True))
-    assert failed_seats == set(range(97, total + 1, 97))
-    assert batch.failed_count == ItemFailure.objects.filter(batch=batch).count() == len(failed_seats)
+    assert not records.filter(marks__gt=1).exists(), "a record was marked twice"
+    assert batch.done_count == records.filter(marks=1).count()
+    failed_numbers = set(records.filter(marks=0).values_list("number", flat=True))
+    assert failed_numbers == set(range(97, total + 1, 97))
+    assert batch.failed_count == ItemFailure.objects.filter(batch=batch).count() == len(failed_numbers)
     assert batch.done_count + batch.failed_count == total and batch.skipped_count == 0
 
 
 @pytest.mark.both_brokers  # what a dead consumer leaves on the broker differs
-def test_kill_9_at_ten_random_moments_loses_nothing_and_repeats_nothing(worker_process, make_event, make_user):
+def test_kill_9_at_ten_random_moments_loses_nothing_and_repeats_nothing(worker_process, make_ledger, make_clerk):
     total, kills = 2400, 10
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     print(f"kill moments seeded with {seed}")
-    event = make_event(tickets=total)
-    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=total)
+    worker = worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="10")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
 
     for _ in range(kills):
         wait_for_progress(batch, beyond=batch.processed)
         assert batch.is_active, f"the batch finished before all {kills} kills; give it more work"
         time.sleep(rng.uniform(0, 0.5))  # a random moment: mid-item, mid-commit, between checkpoints
         worker.kill()
-        worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10")
+        worker = worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="10")
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
-    assert_exactly_once(batch, event, total)
+    assert_exactly_once(batch, ledger, total)
     assert batch.recoveries == 0, "the last checkpoints reset the recovery count"
 
 
 @pytest.mark.both_brokers
-def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, make_event, make_user):
+def test_a_flushed_broker_mid_batch_is_recovered_by_the_sweep(worker_process, make_ledger, make_clerk):
     total = 2000
-    event = make_event(tickets=total)
-    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=total)
+    worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     wait_for_progress(batch, beyond=100)
     assert batch.is_active
 
     flush_broker()  # every queued message is gone
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
-    assert_exactly_once(batch, event, total)
+    assert_exactly_once(batch, ledger, total)
 
 
 @pytest.fixture
@@ -110,28 +110,30 @@ def broker_to_restart(tmp_path) -> Iterator[tuple[dict[str, str], Callable[[], s
 
 @pytest.mark.both_brokers
 def test_a_broker_restart_mid_batch_loses_nothing_and_repeats_nothing(
-    worker_process, make_event, make_user, broker_to_restart
+    worker_process, make_ledger, make_clerk, broker_to_restart
 ):
     broker_env, restart = broker_to_restart
     total = 2000
-    event = make_event(tickets=total)
-    worker = worker_process(**FAULT_ENV, **broker_env, DEMO_ITEM_DELAY_MS="3")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=total)
+    worker = worker_process(**FAULT_ENV, **broker_env, RECORDS_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     wait_for_progress(batch, beyond=100)
     assert batch.is_active
 
     print(restart())
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
-    assert_exactly_once(batch, event, total)
+    assert_exactly_once(batch, ledger, total)
     assert worker.process.poll() is None, "the worker rode out the restart"
 
 
-def test_terminated_database_connections_mid_batch_are_retried_with_exact_counts(worker_process, make_event, make_user):
+def test_terminated_database_connections_mid_batch_are_retried_with_exact_counts(
+    worker_process, make_ledger, make_clerk
+):
     total = 2000
-    event = make_event(tickets=total)
-    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="3")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=total)
+    worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="3")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
 
     terminated = 0
     for beyond in (100, 700, 1300):
@@ -145,42 +147,42 @@ def test_terminated_database_connections_mid_batch_are_retried_with_exact_counts
 
     assert terminated >= 3, "the worker's connections were there to terminate"
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
-    assert_exactly_once(batch, event, total)
+    assert_exactly_once(batch, ledger, total)
 
 
-def test_cancel_mid_run_stops_the_worker_within_the_bound_and_frees_the_scope(worker_process, make_event, make_user):
-    event = make_event(tickets=2000)
-    alice = make_user("alice")
-    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="20")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+def test_cancel_mid_run_stops_the_worker_within_the_bound_and_frees_the_scope(worker_process, make_ledger, make_clerk):
+    ledger = make_ledger(records=2000)
+    alice = make_clerk("alice")
+    worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="20")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).batch
     wait_for_progress(batch, beyond=50)
 
     cancelled, ended = cancel_batch(batch.pk, user=alice)
     assert ended and cancelled.status == BatchStatus.CANCELLED
     assert not Batch.objects.active().exists(), "the scope is free at once"
 
-    def reissued() -> int:
-        return Ticket.objects.filter(event=event, reissue_count__gt=0).count()
+    def marked() -> int:
+        return Record.objects.filter(ledger=ledger, marks__gt=0).count()
 
     # The bound: one item or one second, whichever is longer. Then nothing more may change.
     time.sleep(1.0)
-    after_bound = reissued()
+    after_bound = marked()
     cancelled.refresh_from_db()
     assert after_bound == cancelled.done_count, "the checkpoint under way at the cancel was rolled back"
     assert cancelled.skipped_count == 2000 - cancelled.done_count - cancelled.failed_count
     time.sleep(1.0)
-    assert reissued() == after_bound, "the worker kept working after the cancel"
-    assert start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).created
+    assert marked() == after_bound, "the worker kept working after the cancel"
+    assert start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).created
 
 
 @pytest.mark.both_brokers  # a graceful stop hands messages back to the broker
 def test_a_deploy_sigterm_hands_over_at_the_next_checkpoint_and_a_new_worker_finishes(
-    worker_process, make_event, make_user
+    worker_process, make_ledger, make_clerk
 ):
     total = 2000
-    event = make_event(tickets=total)
-    worker = worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="10", BATCHES_MESSAGE_SECONDS="600")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=total)
+    worker = worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="10", BATCHES_MESSAGE_SECONDS="600")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     wait_for_progress(batch, beyond=100)
 
     worker.process.terminate()
@@ -188,6 +190,6 @@ def test_a_deploy_sigterm_hands_over_at_the_next_checkpoint_and_a_new_worker_fin
     worker.process.wait(timeout=10)
     assert refreshed(batch).is_active
 
-    worker_process(**FAULT_ENV, DEMO_ITEM_DELAY_MS="1")
+    worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="1")
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
-    assert_exactly_once(batch, event, total)
+    assert_exactly_once(batch, ledger, total)

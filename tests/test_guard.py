@@ -14,10 +14,10 @@ from tests.support import wait_until
 PARALLEL_STARTS = 50
 
 
-def _start_in_own_connection(barrier: threading.Barrier, user, event_id: int) -> tuple[int, bool]:
+def _start_in_own_connection(barrier: threading.Barrier, user, ledger_id: int) -> tuple[int, bool]:
     try:
         barrier.wait()
-        result = start_batch(operation="reissue_tickets", data={"event_id": event_id}, user=user)
+        result = start_batch(operation="mark_records", data={"ledger_id": ledger_id}, user=user)
         return result.batch.pk, result.created
     finally:
         connection.close()  # each thread has its own connection; give it back
@@ -25,12 +25,12 @@ def _start_in_own_connection(barrier: threading.Barrier, user, event_id: int) ->
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_parallel_starts_create_exactly_one_batch_and_every_caller_gets_its_id(make_event, make_user):
-    event = make_event(tickets=3)
-    user = make_user("alice")
+def test_parallel_starts_create_exactly_one_batch_and_every_caller_gets_its_id(make_ledger, make_clerk):
+    ledger = make_ledger(records=3)
+    user = make_clerk("alice")
     barrier = threading.Barrier(PARALLEL_STARTS)
     with ThreadPoolExecutor(max_workers=PARALLEL_STARTS) as pool:
-        futures = [pool.submit(_start_in_own_connection, barrier, user, event.pk) for _ in range(PARALLEL_STARTS)]
+        futures = [pool.submit(_start_in_own_connection, barrier, user, ledger.pk) for _ in range(PARALLEL_STARTS)]
         results = [future.result(timeout=120) for future in futures]
 
     batch_ids = {batch_id for batch_id, _ in results}
@@ -42,28 +42,28 @@ def test_parallel_starts_create_exactly_one_batch_and_every_caller_gets_its_id(m
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_a_second_start_joins_the_active_batch_and_a_finished_one_frees_the_scope(make_event, make_user):
-    event = make_event(tickets=3)
-    alice, bob = make_user("alice"), make_user("bob")
+def test_a_second_start_joins_the_active_batch_and_a_finished_one_frees_the_scope(make_ledger, make_clerk):
+    ledger = make_ledger(records=3)
+    alice, bob = make_clerk("alice"), make_clerk("bob")
 
-    first = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice)
-    second = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    first = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice)
+    second = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=bob)
     assert first.created and not second.created
     assert second.batch.pk == first.batch.pk
     assert second.batch.created_by == alice
 
     Batch.objects.filter(pk=first.batch.pk).update(status=BatchStatus.FINISHED)
-    third = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=bob)
+    third = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=bob)
     assert third.created and third.batch.pk != first.batch.pk
 
 
 @pytest.mark.both_backends
 @pytest.mark.django_db(transaction=True)
-def test_other_scopes_are_independent(make_event, make_user):
-    user = make_user("alice")
-    one, two = make_event(tickets=1), make_event(tickets=1)
-    a = start_batch(operation="reissue_tickets", data={"event_id": one.pk}, user=user)
-    b = start_batch(operation="reissue_tickets", data={"event_id": two.pk}, user=user)
+def test_other_scopes_are_independent(make_ledger, make_clerk):
+    user = make_clerk("alice")
+    one, two = make_ledger(records=1), make_ledger(records=1)
+    a = start_batch(operation="mark_records", data={"ledger_id": one.pk}, user=user)
+    b = start_batch(operation="mark_records", data={"ledger_id": two.pk}, user=user)
     assert a.created and b.created and a.batch.pk != b.batch.pk
 
 
@@ -77,11 +77,11 @@ def test_the_database_refuses_a_second_active_batch_even_past_the_service():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_deadlock_the_database_reports_is_retried_inside_the_guard(make_event, make_user, caplog):
+def test_a_deadlock_the_database_reports_is_retried_inside_the_guard(make_ledger, make_clerk, caplog):
     if connection.vendor != "postgresql":
         pytest.skip("SQLite runs one writer at a time: it has no deadlocks to report")
-    event, alice = make_event(tickets=1), make_user("alice")
-    active = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+    ledger, alice = make_ledger(records=1), make_clerk("alice")
+    active = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).batch
     holding, start_waits = threading.Event(), threading.Event()
 
     def waiting_on_a_lock() -> bool:
@@ -106,7 +106,7 @@ def test_a_deadlock_the_database_reports_is_retried_inside_the_guard(make_event,
     def start() -> StartResult:
         try:
             holding.wait(timeout=30)
-            return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice)
+            return start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice)
         finally:
             connection.close()
 

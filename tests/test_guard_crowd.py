@@ -21,10 +21,11 @@ from batches.engine import state
 from batches.models import Batch, BatchStatus
 from batches.services import start_batch
 from batches.tokens import create_token
-from tests.support import START_URL, wait_until, web_server
+from tests.support import wait_until, web_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+START_URL = "/batches/start/mark_records/"  # the test operation's start, as the web UI posts it
 STARTS = 200
 USERS = ("alice", "bob", "carol", "dave")
 KINDS = ("html", "htmx", "api", "api-shared-key")
@@ -34,7 +35,7 @@ KINDS = ("html", "htmx", "api", "api-shared-key")
 # counted), and the sessions are made directly (no login, so the login throttle is not involved).
 LIMITS = {"BATCHES_MAX_ACTIVE_PER_USER": "10", "BATCHES_STARTS_PER_MINUTE": "20"}
 # Items slow enough that every batch is still running when the crowd has been answered.
-WORKER_ENV = {"DEMO_ITEM_DELAY_MS": "20"}
+WORKER_ENV = {"RECORDS_ITEM_DELAY_MS": "20"}
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def _send(request: urllib.request.Request) -> tuple[int, Message, str]:
         return error.code, error.headers, error.read().decode()
 
 
-def _start(base: str, caller: Caller, event_id: int, round_: int) -> Answer:
+def _start(base: str, caller: Caller, ledger_id: int, round_: int) -> Answer:
     if caller.kind in ("html", "htmx"):
-        body = f"event_id={event_id}&csrfmiddlewaretoken={caller.csrf}".encode()
+        body = f"ledger_id={ledger_id}&csrfmiddlewaretoken={caller.csrf}".encode()
         headers = {
             "Cookie": f"sessionid={caller.session}; csrftoken={caller.csrf}",
             "Content-Type": "application/x-www-form-urlencoded",
@@ -85,7 +86,7 @@ def _start(base: str, caller: Caller, event_id: int, round_: int) -> Answer:
             named = re.search(r"Batch #(\d+)", text)
         return Answer(caller.kind, status, int(named[1]) if named else None)
 
-    body = json.dumps({"operation": "reissue_tickets", "params": {"event_id": event_id}}).encode()
+    body = json.dumps({"operation": "mark_records", "params": {"ledger_id": ledger_id}}).encode()
     headers = {"Authorization": f"Bearer {caller.token}", "Content-Type": "application/json"}
     if caller.kind == "api-shared-key":
         headers["Idempotency-Key"] = f'"crowd-{round_}"'  # a new request each round, not a replay
@@ -100,20 +101,20 @@ def _start(base: str, caller: Caller, event_id: int, round_: int) -> Answer:
     return Answer(caller.kind, status, batch_id)
 
 
-def _crowd(base: str, callers: list[Caller], event_id: int, round_: int) -> list[Answer]:
+def _crowd(base: str, callers: list[Caller], ledger_id: int, round_: int) -> list[Answer]:
     barrier = threading.Barrier(len(callers))
 
     def one(caller: Caller) -> Answer:
         barrier.wait()
-        return _start(base, caller, event_id, round_)
+        return _start(base, caller, ledger_id, round_)
 
     with ThreadPoolExecutor(max_workers=len(callers)) as pool:
         return list(pool.map(one, callers))
 
 
 @pytest.fixture
-def users(make_user) -> list:
-    return [make_user(name) for name in USERS]
+def users(make_clerk) -> list:
+    return [make_clerk(name) for name in USERS]
 
 
 @pytest.fixture
@@ -123,11 +124,11 @@ def callers(users) -> list[Caller]:
 
 
 def test_a_crowd_of_starts_on_one_scope_while_a_worker_runs_the_same_users_batches_gets_one_batch_and_no_5xx(
-    tmp_path: Path, make_event, users, callers, worker_process
+    tmp_path: Path, make_ledger, users, callers, worker_process
 ):
-    crowd_event = make_event(tickets=3000, name="Crowd")
+    crowd_ledger = make_ledger(records=3000, name="Crowd")
     busy = [
-        start_batch(operation="reissue_tickets", data={"event_id": make_event(tickets=3000).pk}, user=user).batch
+        start_batch(operation="mark_records", data={"ledger_id": make_ledger(records=3000).pk}, user=user).batch
         for user in users
     ]
     worker = worker_process(threads=4, **WORKER_ENV)
@@ -143,7 +144,7 @@ def test_a_crowd_of_starts_on_one_scope_while_a_worker_runs_the_same_users_batch
     with web_server(tmp_path / "web.log", **LIMITS) as base:  # the production sizing: 2 processes x 8 threads
         for round_ in (1, 2):
             before = set(Batch.objects.values_list("pk", flat=True))
-            answers = _crowd(base, callers, crowd_event.pk, round_)
+            answers = _crowd(base, callers, crowd_ledger.pk, round_)
 
             new = Batch.objects.exclude(pk__in=before)
             assert new.count() == 1, f"round {round_}: {list(new.values('pk', 'created_by__username'))}"

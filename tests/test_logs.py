@@ -23,13 +23,13 @@ def events_of(caplog) -> list[dict]:
 
 @pytest.mark.both_backends
 def test_created_planned_and_cancelled_each_log_one_line_with_who_and_what(
-    caplog, make_event, make_user, django_capture_on_commit_callbacks
+    caplog, make_ledger, make_clerk, django_capture_on_commit_callbacks
 ):
     caplog.set_level(logging.INFO, logger="batches.events")
-    event = make_event(tickets=250)
-    alice = make_user("alice")
+    ledger = make_ledger(records=250)
+    alice = make_clerk("alice")
     with django_capture_on_commit_callbacks(execute=True):
-        batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=alice).batch
+        batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=alice).batch
     with django_capture_on_commit_callbacks(execute=True):
         state.plan(batch.pk)
     with django_capture_on_commit_callbacks(execute=True):
@@ -40,23 +40,23 @@ def test_created_planned_and_cancelled_each_log_one_line_with_who_and_what(
     for line in logged:
         assert (line["batch_id"], line["operation"], line["scope"], line["user"]) == (
             batch.pk,
-            "reissue_tickets",
-            f"event:{event.pk}",
+            "mark_records",
+            f"ledger:{ledger.pk}",
             "alice",
         )
     assert logged[1]["total"] == 250 and logged[1]["chunks"] >= 1
     assert logged[2]["skipped"] == 250 and "duration_seconds" in logged[2]
 
 
-def test_a_rolled_back_change_logs_nothing(caplog, make_event, make_user):
+def test_a_rolled_back_change_logs_nothing(caplog, make_ledger, make_clerk):
     caplog.set_level(logging.INFO, logger="batches.events")
-    start_batch(operation="reissue_tickets", data={"event_id": make_event(tickets=3).pk}, user=make_user("alice"))
+    start_batch(operation="mark_records", data={"ledger_id": make_ledger(records=3).pk}, user=make_clerk("alice"))
     assert events_of(caplog) == []  # the test's transaction never commits
 
 
 def test_json_lines_put_the_events_fields_at_the_top():
     record = logging.LogRecord("batches.events", logging.INFO, __file__, 1, "batch.created batch_id=7", None, None)
-    record.event_fields = {"event": "batch.created", "batch_id": 7, "operation": "reissue_tickets"}
+    record.event_fields = {"event": "batch.created", "batch_id": 7, "operation": "mark_records"}
     line = json.loads(JsonLines().format(record))
     assert line["event"] == "batch.created" and line["batch_id"] == 7 and line["level"] == "INFO"
     plain = logging.LogRecord("django", logging.WARNING, __file__, 1, "Not Found: %s", ("/x",), None)
@@ -65,11 +65,11 @@ def test_json_lines_put_the_events_fields_at_the_top():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_process_logs_json_lines_from_planned_through_progress_to_finished(
-    worker_process, make_event, make_user
+    worker_process, make_ledger, make_clerk
 ):
-    event = make_event(tickets=600)
-    worker = worker_process(LOG_FORMAT="json", DEMO_ITEM_DELAY_MS="5", BATCHES_PROGRESS_LOG_SECONDS="0.2")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=600)
+    worker = worker_process(LOG_FORMAT="json", RECORDS_ITEM_DELAY_MS="5", BATCHES_PROGRESS_LOG_SECONDS="0.2")
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     wait_until(lambda: not Batch.objects.get(pk=batch.pk).is_active, timeout=120, what="the batch to end")
 
     def events() -> list[dict]:

@@ -31,24 +31,24 @@ def scrape(client, **extra: str) -> dict[tuple[str, tuple[tuple[str, str], ...]]
     return samples(response.content.decode())
 
 
-OP = (("operation", "reissue_tickets"),)
+OP = (("operation", "mark_records"),)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_metrics_move_when_a_batch_runs(client, worker_process, make_event, make_user, tmp_path):
+def test_the_metrics_move_when_a_batch_runs(client, worker_process, make_ledger, make_clerk, tmp_path):
     before = scrape(client)
     assert before[("batches_workers_live", ())] == 0
     assert ("batches_items_done_total", OP) not in before
 
-    event = make_event(tickets=300)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    ledger = make_ledger(records=300)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     queued = scrape(client)
     assert queued[("batches", (*OP, ("status", "queued")))] == 1
     assert queued[("batches_oldest_queued_age_seconds", ())] > 0
 
     port = free_port()
     worker = worker_process(
-        DEMO_ITEM_DELAY_MS="1",
+        RECORDS_ITEM_DELAY_MS="1",
         DRAMATIQ_PROMETHEUS="1",
         dramatiq_prom_host="127.0.0.1",
         dramatiq_prom_port=str(port),

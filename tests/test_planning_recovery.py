@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL in the middle of planning a batch: the batch is planned again as soon as
 the worker registry declares that worker dead (not after the batch's lease and a sweep), exactly once:
-one set of chunks, every ticket once. How soon, with the default settings, is printed."""
+one set of chunks, every record once. How soon, with the default settings, is printed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from batches.models import BatchStatus, Chunk, Worker
 from batches.operations import get_operation
 from batches.services import start_batch
-from site_config.demo.models import Ticket
 from tests.support import refreshed, registered_workers, wait_until
+from tests.testapp.models import Record
 
 pytestmark = [pytest.mark.slow, pytest.mark.both_brokers]  # what a dead consumer leaves on the broker differs
 
@@ -33,11 +33,11 @@ def planning_blocked_on_the_chunk_table() -> bool:
 
 
 def test_a_worker_killed_mid_plan_is_replanned_once_the_registry_declares_it_dead(
-    worker_process, make_event, make_user
+    worker_process, make_ledger, make_clerk
 ):
-    event = make_event(tickets=TOTAL)
+    ledger = make_ledger(records=TOTAL)
     # The engine's defaults (a 30 s lease, a 15 s sweep, a 2 s heartbeat), short items.
-    processes = [worker_process(DEMO_ITEM_DELAY_MS="1") for _ in range(2)]
+    processes = [worker_process(RECORDS_ITEM_DELAY_MS="1") for _ in range(2)]
     registered_workers(2)
 
     # The test holds the chunk table, so that planning stops mid-way (batch row locked, items read) for
@@ -47,7 +47,7 @@ def test_a_worker_killed_mid_plan_is_replanned_once_the_registry_declares_it_dea
         cursor.execute("BEGIN")
         cursor.execute(f'LOCK TABLE "{Chunk._meta.db_table}" IN SHARE MODE')
     try:
-        batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+        batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
         first_lease_ends = batch.lease_expires_at
         wait_until(planning_blocked_on_the_chunk_table, timeout=60, what="a worker to be planning the batch")
         planner_id = refreshed(batch).planning_worker
@@ -72,10 +72,10 @@ def test_a_worker_killed_mid_plan_is_replanned_once_the_registry_declares_it_dea
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
     assert batch.status == BatchStatus.FINISHED, batch.error
     assert batch.started_at < first_lease_ends, "planned again by the registry, not by the lease's recovery sweep"
-    chunk_size = get_operation("reissue_tickets").chunk_size
+    chunk_size = get_operation("mark_records").chunk_size
     indexes = sorted(Chunk.objects.filter(batch=batch).values_list("index", flat=True))
     assert indexes == list(range(-(-TOTAL // chunk_size))), "planned exactly once: one set of chunks"
-    tickets = Ticket.objects.filter(event=event)
-    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
-    assert batch.done_count == tickets.filter(reissue_count=1).count()
+    records = Record.objects.filter(ledger=ledger)
+    assert not records.filter(marks__gt=1).exists(), "a record was marked twice"
+    assert batch.done_count == records.filter(marks=1).count()
     assert batch.done_count + batch.failed_count == batch.total == TOTAL

@@ -1,6 +1,6 @@
 """Many batches on one pool of real `rundramatiq` processes: a small batch is not stuck behind a big
 one, a fairness key shares the pool per user, and a worker killed with SIGKILL has its chunks moving
-again once the registry declares it dead, each ticket still exactly once. How soon, with the default
+again once the registry declares it dead, each record still exactly once. How soon, with the default
 settings, is `make bench` row 8."""
 
 from __future__ import annotations
@@ -11,19 +11,23 @@ from django.utils import timezone
 
 from batches.models import Batch, BatchStatus, Chunk, Worker
 from batches.services import start_batch
-from site_config.demo.models import Ticket
-from site_config.demo.operations import ReissueTickets
 from tests.support import refreshed, wait_until
+from tests.testapp.models import Record
+from tests.testapp.operations import MarkRecords
 
 pytestmark = pytest.mark.slow
 
 # The engine's settings are the defaults, but for a shorter silence before a killed worker is declared
 # dead (10 s by default: the bench measures that) and shorter simulated work.
-QUICKER = {"DEMO_ITEM_DELAY_MS": "10", "BATCHES_WORKER_HEARTBEAT_SECONDS": "0.5", "BATCHES_WORKER_SILENCE_SECONDS": "3"}
+QUICKER = {
+    "RECORDS_ITEM_DELAY_MS": "10",
+    "BATCHES_WORKER_HEARTBEAT_SECONDS": "0.5",
+    "BATCHES_WORKER_SILENCE_SECONDS": "3",
+}
 
 
-def start(event, user) -> Batch:
-    return start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=user).batch
+def start(ledger, user) -> Batch:
+    return start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=user).batch
 
 
 def registered(count: int) -> list[int]:
@@ -36,18 +40,18 @@ def registered(count: int) -> list[int]:
     return wait_until(live, timeout=60, what=f"{count} registered worker(s)")
 
 
-def assert_exact(batch: Batch, event) -> None:
+def assert_exact(batch: Batch, ledger) -> None:
     batch = refreshed(batch)
-    tickets = Ticket.objects.filter(event=event)
+    records = Record.objects.filter(ledger=ledger)
     assert batch.status == BatchStatus.FINISHED, batch.error
-    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
-    assert batch.done_count == tickets.filter(reissue_count=1).count()
-    assert batch.done_count + batch.failed_count == batch.total == tickets.count()
+    assert not records.filter(marks__gt=1).exists(), "a record was marked twice"
+    assert batch.done_count == records.filter(marks=1).count()
+    assert batch.done_count + batch.failed_count == batch.total == records.count()
 
 
-def test_a_small_batch_is_not_stuck_behind_a_big_one(worker_process, make_event, make_user):
-    alice, bob = make_user("alice"), make_user("bob")
-    small, big = make_event(20), make_event(6_000)
+def test_a_small_batch_is_not_stuck_behind_a_big_one(worker_process, make_ledger, make_clerk):
+    alice, bob = make_clerk("alice"), make_clerk("bob")
+    small, big = make_ledger(20), make_ledger(6_000)
     worker_process(threads=4)
     registered(1)
 
@@ -64,13 +68,13 @@ def test_a_small_batch_is_not_stuck_behind_a_big_one(worker_process, make_event,
     assert_exact(small_batch, small)
 
 
-def test_a_fairness_key_per_user_shares_the_pool_per_user(worker_process, make_event, make_user, monkeypatch):
-    alice, bob = make_user("alice"), make_user("bob")
+def test_a_fairness_key_per_user_shares_the_pool_per_user(worker_process, make_ledger, make_clerk, monkeypatch):
+    alice, bob = make_clerk("alice"), make_clerk("bob")
     worker_process(threads=4)
     registered(1)
-    monkeypatch.setattr(ReissueTickets, "fairness", lambda self, params, user: (f"user:{user.pk}", 1.0))
-    alices = [start(make_event(3_000), alice) for _ in range(4)]
-    bobs = start(make_event(3_000), bob)
+    monkeypatch.setattr(MarkRecords, "fairness", lambda self, params, user: (f"user:{user.pk}", 1.0))
+    alices = [start(make_ledger(3_000), alice) for _ in range(4)]
+    bobs = start(make_ledger(3_000), bob)
 
     def done(batches: list[Batch]) -> int:
         return Batch.objects.filter(pk__in=[b.pk for b in batches]).aggregate(n=Sum("done_count"))["n"] or 0
@@ -110,14 +114,14 @@ def moved_again(chunks: dict[int, int]) -> bool:
         pytest.param(True, id="one-worker-restarted"),
     ],
 )
-def test_a_killed_workers_chunks_move_again(worker_process, make_event, make_user, restart):
-    event = make_event(2_000)
+def test_a_killed_workers_chunks_move_again(worker_process, make_ledger, make_clerk, restart):
+    ledger = make_ledger(2_000)
     first = worker_process(threads=2, **QUICKER)
     (first_id,) = registered(1)
     if not restart:
         worker_process(threads=2, **QUICKER)
         registered(2)
-    batch = start(event, make_user("alice"))
+    batch = start(ledger, make_clerk("alice"))
     wait_until(lambda: held_chunks([first_id]) and refreshed(batch).processed > 100, timeout=60, what="work")
 
     held = held_chunks([first_id])
@@ -135,6 +139,6 @@ def test_a_killed_workers_chunks_move_again(worker_process, make_event, make_use
     assert refreshed(batch).worker_lost_at is not None
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
-    assert_exact(batch, event)
+    assert_exact(batch, ledger)
     assert Worker.objects.get(pk=first_id).gone_at is not None
     assert batch.heartbeat_at > batch.worker_lost_at, "running again after the loss"

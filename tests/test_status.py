@@ -40,7 +40,7 @@ def batch(now, *, state: str = BatchStatus.RUNNING, checkpoint_ago: float = 0.5,
         **fields,
     }
     return Batch.objects.create(
-        operation="reissue_tickets", scope_key=f"event:{Batch.objects.count() + 1}", status=state, **fields
+        operation="mark_records", scope_key=f"ledger:{Batch.objects.count() + 1}", status=state, **fields
     )
 
 
@@ -123,8 +123,8 @@ def test_a_poll_between_two_checkpoints_neither_lowers_the_rate_nor_counts_down(
 
 
 @pytest.mark.parametrize("staff", [False, True])
-def test_how_to_start_a_worker_is_shown_to_staff_only_and_never_announced(db, now, client, make_user, staff):
-    viewer = make_user("alice", is_staff=staff)
+def test_how_to_start_a_worker_is_shown_to_staff_only_and_never_announced(db, now, client, make_clerk, staff):
+    viewer = make_clerk("alice", is_staff=staff)
     client.force_login(viewer)
     worker(now, silent_for=60)
     running = batch(now, checkpoint_ago=60, done_count=7, created_by=viewer)
@@ -310,10 +310,10 @@ def test_a_runner_beyond_max_parallel_ends_instead_of_running_a_chunk_more(db, n
     assert scheduler.verdict(running.pk) is scheduler.Verdict.GO
 
 
-def test_the_one_batch_read_gives_what_the_orm_query_gives_in_one_query(db, now, make_user):
-    alice = make_user("alice")
+def test_the_one_batch_read_gives_what_the_orm_query_gives_in_one_query(db, now, make_clerk):
+    alice = make_clerk("alice")
     pool, dead = worker(now), worker(now, silent_for=30)
-    running = batch(now, created_by=alice, cancelled_by=alice, params={"event_id": 7}, worker_lost_at=now)
+    running = batch(now, created_by=alice, cancelled_by=alice, params={"ledger_id": 7}, worker_lost_at=now)
     claim(running, pool, 0)
     claim(running, dead, 1)
     batch(now, state=BatchStatus.QUEUED)
@@ -331,8 +331,8 @@ def test_the_one_batch_read_gives_what_the_orm_query_gives_in_one_query(db, now,
     assert shown_batch.load(running.pk + 100) is None and shown_batch.load(2**70) is None
 
 
-def test_shared_poll_answers_show_each_change_at_once_and_only_to_whom_it_is_for(db, now, client, make_user):
-    alice, staff = make_user("alice"), make_user("sam", is_staff=True)
+def test_shared_poll_answers_show_each_change_at_once_and_only_to_whom_it_is_for(db, now, client, make_clerk):
+    alice, staff = make_clerk("alice"), make_clerk("sam", is_staff=True)
     worker(now, silent_for=60)
     paused = batch(now, checkpoint_ago=60, done_count=7, created_by=alice)
     url = f"/batches/{paused.pk}/progress/?shown=running"

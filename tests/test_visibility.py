@@ -27,18 +27,18 @@ from tests.test_api import api_client
 pytestmark = pytest.mark.django_db
 
 
-class RelabelTickets(Operation):
-    """Scope-dependent: a user may act on an event's tickets when they belong to the group named
-    after its scope ("event:7"), and sees the batches of those scopes."""
+class RelabelRecords(Operation):
+    """Scope-dependent: a user may act on a ledger's records when they belong to the group named
+    after its scope ("ledger:7"), and sees the batches of those scopes."""
 
-    name, label = "relabel_tickets", "Relabel tickets"
-    items_name = "tickets"
+    name, label = "relabel_records", "Relabel records"
+    items_name = "records"
 
     class Params(Operation.Params):
-        event_id: ObjectId
+        ledger_id: ObjectId
 
     def scope(self, params):
-        return f"event:{params['event_id']}"
+        return f"ledger:{params['ledger_id']}"
 
     def may_act(self, user, params):
         return user.groups.filter(name=self.scope(params)).exists()
@@ -53,44 +53,46 @@ class RelabelTickets(Operation):
         raise NotImplementedError
 
 
-class AuditTickets(RelabelTickets):
-    """Filters on params and on who started a batch: the demo's permission shows all its batches;
-    otherwise those of the events one stewards and those one's group mates started."""
+class AuditRecords(RelabelRecords):
+    """Filters on params and on who started a batch: the test operation's permission shows all its batches;
+    otherwise those of the ledgers one stewards and those one's group mates started."""
 
-    name, label = "audit_tickets", "Audit tickets"
+    name, label = "audit_records", "Audit records"
 
     def may_see(self, user):
-        if user.has_perm("demo.reissue_tickets"):
+        if user.has_perm("testapp.mark_records"):
             return True
-        names = user.groups.filter(name__startswith="event:").values_list("name", flat=True)
-        stewarded = [int(name.removeprefix("event:")) for name in names]
+        names = user.groups.filter(name__startswith="ledger:").values_list("name", flat=True)
+        stewarded = [int(name.removeprefix("ledger:")) for name in names]
         mates = get_user_model().objects.filter(groups__in=user.groups.all())
-        return Q(params__event_id__in=stewarded) | Q(created_by__in=mates)
+        return Q(params__ledger_id__in=stewarded) | Q(created_by__in=mates)
 
 
 @pytest.fixture
 def scoped_operations(monkeypatch):
-    for op in (RelabelTickets(), AuditTickets()):
+    for op in (RelabelRecords(), AuditRecords()):
         monkeypatch.setitem(operations._registry, op.name, op)
 
 
-def steward(user, *events) -> None:
-    user.groups.add(*(Group.objects.get_or_create(name=f"event:{event.pk}")[0] for event in events))
+def steward(user, *ledgers) -> None:
+    user.groups.add(*(Group.objects.get_or_create(name=f"ledger:{ledger.pk}")[0] for ledger in ledgers))
 
 
-def finished(operation: str, event, created_by, *, failed_seat: int = 3) -> Batch:
+def finished(operation: str, ledger, created_by, *, failed_number: int = 3) -> Batch:
     batch = Batch.objects.create(
         operation=operation,
-        scope_key=f"event:{event.pk}",
-        params={"event_id": event.pk},
-        scope_label=event.name,
+        scope_key=f"ledger:{ledger.pk}",
+        params={"ledger_id": ledger.pk},
+        scope_label=ledger.name,
         status=BatchStatus.FINISHED,
         total=10,
         done_count=9,
         failed_count=1,
         created_by=created_by,
     )
-    ItemFailure.objects.create(batch=batch, item_key=str(failed_seat), item_pk=failed_seat, error="Seat is blocked.")
+    ItemFailure.objects.create(
+        batch=batch, item_key=str(failed_number), item_pk=failed_number, error="Record is refused."
+    )
     return batch
 
 
@@ -98,16 +100,16 @@ ROW = re.compile(r'<tr data-batch="(\d+)">')
 ADMIN_ROW = re.compile(r'href="/admin/batches/batch/(\d+)/change/')
 
 
-def test_a_scope_dependent_operation_shows_the_same_batches_everywhere(scoped_operations, make_user, make_event):
-    first, second = make_event(tickets=10, name="First"), make_event(tickets=10, name="Second")
-    alice = make_user("alice", may_reissue=False, is_staff=True)  # may act on the first event only
+def test_a_scope_dependent_operation_shows_the_same_batches_everywhere(scoped_operations, make_clerk, make_ledger):
+    first, second = make_ledger(records=10, name="First"), make_ledger(records=10, name="Second")
+    alice = make_clerk("alice", may_mark=False, is_staff=True)  # may act on the first ledger only
     alice.user_permissions.add(*Permission.objects.filter(codename__in=["view_batch", "view_itemfailure"]))
     steward(alice, first)
-    bob = make_user("bob", may_reissue=False)  # started both, on both events
+    bob = make_clerk("bob", may_mark=False)  # started both, on both ledgers
     steward(bob, first, second)
-    seen = finished("relabel_tickets", first, bob)
-    unseen = finished("relabel_tickets", second, bob)
-    op = operations.get_operation("relabel_tickets")
+    seen = finished("relabel_records", first, bob)
+    unseen = finished("relabel_records", second, bob)
+    op = operations.get_operation("relabel_records")
     assert op.may_act(alice, seen.params) and not op.may_act(alice, unseen.params)
 
     web = Client()
@@ -161,22 +163,22 @@ def test_a_scope_dependent_operation_shows_the_same_batches_everywhere(scoped_op
 
 
 @pytest.fixture
-def world(scoped_operations, make_user, make_event):
-    """Users with different rights, and batches of every kind: three events, four operations (one
+def world(scoped_operations, make_clerk, make_ledger):
+    """Users with different rights, and batches of every kind: three ledgers, four operations (one
     no longer installed), started by each user and by nobody (a deleted account)."""
-    events = [make_event(tickets=1, name=name) for name in ("E1", "E2", "E3")]
-    root = make_user("root", may_reissue=False, is_superuser=True)
-    alice = make_user("alice", may_reissue=False)
-    bob = make_user("bob", may_reissue=False)
-    carol = make_user("carol")  # the demo's permission
-    dave = make_user("dave", may_reissue=False)  # no right at all
-    steward(alice, events[0])
-    steward(bob, events[0], events[1])
+    ledgers = [make_ledger(records=1, name=name) for name in ("E1", "E2", "E3")]
+    root = make_clerk("root", may_mark=False, is_superuser=True)
+    alice = make_clerk("alice", may_mark=False)
+    bob = make_clerk("bob", may_mark=False)
+    carol = make_clerk("carol")  # the test operation's permission
+    dave = make_clerk("dave", may_mark=False)  # no right at all
+    steward(alice, ledgers[0])
+    steward(bob, ledgers[0], ledgers[1])
     users = [root, alice, bob, carol, dave]
     batches = [
-        finished(operation, event, creator)
-        for operation, event, creator in itertools.product(
-            ["reissue_tickets", "relabel_tickets", "audit_tickets", "uninstalled_op"], events, [*users[1:], None]
+        finished(operation, ledger, creator)
+        for operation, ledger, creator in itertools.product(
+            ["mark_records", "relabel_records", "audit_records", "uninstalled_op"], ledgers, [*users[1:], None]
         )
     ]
     return [AnonymousUser(), *users], batches
@@ -191,9 +193,9 @@ def expected(user, batch: Batch) -> bool:
     groups = set(user.groups.values_list("name", flat=True))
     mates = set(get_user_model().objects.filter(groups__name__in=groups).values_list("pk", flat=True))
     return {
-        "reissue_tickets": user.has_perm("demo.reissue_tickets"),
-        "relabel_tickets": batch.scope_key in groups,
-        "audit_tickets": user.has_perm("demo.reissue_tickets")
+        "mark_records": user.has_perm("testapp.mark_records"),
+        "relabel_records": batch.scope_key in groups,
+        "audit_records": user.has_perm("testapp.mark_records")
         or batch.scope_key in groups
         or batch.created_by_id in mates,
     }.get(batch.operation, False)
@@ -218,9 +220,9 @@ def test_the_rule_reads_nothing_more_than_the_operations_own_answer_when_it_is_t
     plus only what the operation's `may_see` itself reads (here Django's permission lookup)."""
     users, batches = world
     carol = next(user for user in users if str(user) == "carol")
-    reissues = [batch for batch in batches if batch.operation == "reissue_tickets"]
-    own = next(batch for batch in reissues if batch.created_by_id == carol.pk)
-    theirs = next(b for b in reissues if b.created_by_id not in (carol.pk, None) and b.scope_key != own.scope_key)
+    markings = [batch for batch in batches if batch.operation == "mark_records"]
+    own = next(batch for batch in markings if batch.created_by_id == carol.pk)
+    theirs = next(b for b in markings if b.created_by_id not in (carol.pk, None) and b.scope_key != own.scope_key)
     Batch.objects.filter(pk__in=[own.pk, theirs.pk]).update(status=BatchStatus.RUNNING)  # one active per scope
     client.force_login(carol)
 
@@ -231,12 +233,12 @@ def test_the_rule_reads_nothing_more_than_the_operations_own_answer_when_it_is_t
 
     as_loaded = get_user_model().objects.get(pk=carol.pk)  # as a request loads them: nothing cached
     with CaptureQueriesContext(connection) as rule_reads:
-        operations.get_operation("reissue_tickets").may_see(as_loaded)
+        operations.get_operation("mark_records").may_see(as_loaded)
     assert poll_queries(own) <= 3
     assert poll_queries(theirs) == poll_queries(own) + len(rule_reads)
 
 
-def test_may_see_must_answer_with_a_filter(scoped_operations, monkeypatch, make_user):
-    monkeypatch.setattr(RelabelTickets, "may_see", lambda self, user: None)
-    with pytest.raises(TypeError, match=r"RelabelTickets.may_see must return True, False or a Q, not None"):
-        selectors.visible_batches(make_user("alice"))
+def test_may_see_must_answer_with_a_filter(scoped_operations, monkeypatch, make_clerk):
+    monkeypatch.setattr(RelabelRecords, "may_see", lambda self, user: None)
+    with pytest.raises(TypeError, match=r"RelabelRecords.may_see must return True, False or a Q, not None"):
+        selectors.visible_batches(make_clerk("alice"))

@@ -1,7 +1,7 @@
 """A worker stopped by a signal, whichever way it comes (to the whole process group as systemd's
 KillMode=control-group sends it, or to Dramatiq's main process as `docker stop` does; SIGTERM, SIGINT,
 SIGQUIT): one clean hand-over, exit 0, its registry row marked stopped, and the other worker carries on
-with every ticket exactly once. How soon the stopped worker's chunks move again is printed."""
+with every record exactly once. How soon the stopped worker's chunks move again is printed."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from batches.engine import middleware
 from batches.models import BatchStatus, Chunk, Worker
 from batches.services import start_batch
-from site_config.demo.models import Ticket
 from tests.support import refreshed, registered_workers, wait_until
+from tests.testapp.models import Record
 
 
 def held_chunks(worker_id: int) -> dict[int, int]:
@@ -43,15 +43,15 @@ def moved_again(chunks: dict[int, int]) -> bool:
     ],
     ids=lambda value: value.name if isinstance(value, signal.Signals) else value,
 )
-def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_event, make_user, to, signum):
+def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_ledger, make_clerk, to, signum):
     total = 2_000
-    event = make_event(tickets=total)
-    env = {"DEMO_ITEM_DELAY_MS": "5", "BATCHES_MESSAGE_SECONDS": "600"}  # no message ends on its own meanwhile
+    ledger = make_ledger(records=total)
+    env = {"RECORDS_ITEM_DELAY_MS": "5", "BATCHES_MESSAGE_SECONDS": "600"}  # no message ends on its own meanwhile
     stopped = worker_process(**env)
     (stopped_id,) = registered_workers(1)
     worker_process(**env)
     registered_workers(2)
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     wait_until(lambda: held_chunks(stopped_id) and refreshed(batch).processed > 100, timeout=60, what="work")
 
     held = held_chunks(stopped_id)
@@ -78,10 +78,10 @@ def test_a_stop_signal_hands_over_once_and_exits_0(worker_process, make_event, m
     assert not Chunk.objects.filter(claimed_by=stopped_id).exists(), "it held nothing when it left"
 
     wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the other worker to finish the batch")
-    tickets = Ticket.objects.filter(event=event)
+    records = Record.objects.filter(ledger=ledger)
     assert batch.status == BatchStatus.FINISHED, batch.error
-    assert not tickets.filter(reissue_count__gt=1).exists(), "a ticket was reissued twice"
-    assert batch.done_count == tickets.filter(reissue_count=1).count()
+    assert not records.filter(marks__gt=1).exists(), "a record was marked twice"
+    assert batch.done_count == records.filter(marks=1).count()
     assert batch.done_count + batch.failed_count == batch.total == total
     assert batch.worker_lost_at is None, "a stop, not a loss"
 
