@@ -1,5 +1,5 @@
 """Error answers for people: a page in the site's layout with a way back, or, for an htmx request,
-a fragment (one sentence and one link, `data-problem` on its root) that the web UI's app.js shows in
+a fragment (one sentence and one link, `data-problem` on its root) that the panel's script (batches.js) shows in
 the panel that asked, keeping the panel's last figures (batches/web/problems.py draws both).
 
 Django's handler400/403/404/500 (site_config/urls.py) and CSRF_FAILURE_VIEW end here, and so do

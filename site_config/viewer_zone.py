@@ -1,4 +1,4 @@
-"""Times in the viewer's time zone: the browser names its zone in a cookie (the web UI's app.js sets
+"""Times in the viewer's time zone: the browser names its zone in a cookie (the panel's script (batches.js) sets
 it), and every request renders in that zone. The server writes every time (batches/formats.py),
 so a first render, an htmx swap and an announcement say the same; without the cookie (no
 JavaScript, a first visit), times are in settings.TIME_ZONE, named as such."""
