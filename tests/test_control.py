@@ -24,12 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def quick_records(settings):
-    settings.RECORDS_ITEM_DELAY_MS = 0
-    settings.RECORDS_FAIL_EVERY = 7
-
-
-@pytest.fixture
 def alice(make_clerk):
     return make_clerk("alice")
 

@@ -13,12 +13,6 @@ from tests.testapp.models import Record
 from tests.testapp.operations import MarkRecords
 
 
-@pytest.fixture
-def quick_records(settings):
-    settings.RECORDS_ITEM_DELAY_MS = 0
-    settings.RECORDS_FAIL_EVERY = 7
-
-
 def start(ledger, user) -> Batch:
     return start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=user).batch
 

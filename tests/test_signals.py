@@ -58,12 +58,6 @@ def names(sent: list[Sent]) -> list[str]:
     return [s.signal for s in sent]
 
 
-@pytest.fixture
-def quick_records(settings):
-    settings.RECORDS_ITEM_DELAY_MS = 0
-    settings.RECORDS_FAIL_EVERY = 7
-
-
 class StampEveryRecord(Operation):
     """A host's operation that fails every item: over its limit of failures, the engine fails the batch."""
 

@@ -45,12 +45,6 @@ START_URL = "/batches/start/mark_records/"  # the test operation's start, as the
 
 
 @pytest.fixture
-def quick_records(settings):
-    settings.RECORDS_ITEM_DELAY_MS = 0
-    settings.RECORDS_FAIL_EVERY = 7
-
-
-@pytest.fixture
 def alice(make_clerk):
     return make_clerk("alice")
 

@@ -38,3 +38,10 @@ def make_clerk(db) -> Callable[..., object]:
         return user
 
     return make
+
+
+@pytest.fixture
+def quick_records(settings) -> None:
+    """Records that take no time, one in seven failing: in-process runs with failures to show."""
+    settings.RECORDS_ITEM_DELAY_MS = 0
+    settings.RECORDS_FAIL_EVERY = 7
