@@ -111,10 +111,9 @@ def _let_go_on_the_way_out(chunk_id: int, worker_id: int | None) -> None:
     too: then the heartbeat finds the claim held with no runner on it and lets go of it then
     (workers.sweep_runners)."""
     connection = connections[DEFAULT_DB_ALIAS]
-    if connection.in_atomic_block:
-        return  # a caller's transaction (a test's): its rollback decides
     try:
-        connection.close_if_unusable_or_obsolete()  # a connection the failure broke: a fresh one
+        if not connection.in_atomic_block:  # (a test's transaction is its own to end)
+            connection.close_if_unusable_or_obsolete()  # a connection the failure broke: a fresh one
         state.release_claim(chunk_id, worker_id)
     except Exception as exc:
         logger.warning("Runner of chunk %s could not let go of it (%s); the heartbeat will.", chunk_id, exc)
