@@ -94,18 +94,30 @@ class WorkerLifecycle(Middleware):
         connections.close_all()
 
     def _sweep_periodically(self) -> None:
+        """Every heartbeat interval, runners that are not running (workers.sweep_runners); every
+        BATCHES_SWEEP_SECONDS, stale batches, expired idempotency keys and long-gone workers. A thread
+        apart from the heartbeat's: a send to a broker that does not answer never delays a heartbeat."""
         _, recovery, workers, idempotency = _engine_side()
+        next_sweep = 0.0
         while True:
             try:
-                for recovered in recovery.recover_stale():
-                    logger.warning("Recovery sweep: batch %s %s. %s", *vars(recovered).values())
-                idempotency.purge_expired()
-                workers.prune()
+                workers.sweep_runners()
             except Exception:
-                logger.exception("The recovery sweep failed; it will try again.")
-            finally:
+                logger.exception("The sweep for runners failed; it will try again.")
                 connections.close_all()
-            if self._stop.wait(batches_settings.SWEEP_SECONDS):
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + batches_settings.SWEEP_SECONDS
+                try:
+                    for recovered in recovery.recover_stale():
+                        logger.warning("Recovery sweep: batch %s %s. %s", *vars(recovered).values())
+                    idempotency.purge_expired()
+                    workers.prune()
+                except Exception:
+                    logger.exception("The recovery sweep failed; it will try again.")
+                finally:
+                    connections.close_all()
+            every = min(batches_settings.WORKER_HEARTBEAT_SECONDS, batches_settings.SWEEP_SECONDS)
+            if self._stop.wait(every):
                 return
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -82,17 +82,41 @@ def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerO
         return RunnerOutcome.DONE
     if verdict is not scheduler.Verdict.GO:
         return RunnerOutcome.WAIT
+    running = workers.me.running
     while True:
-        chunk_id = state.claim_chunk(batch_id, worker_id)
+        with running.claiming():
+            chunk_id = state.claim_chunk(batch_id, worker_id)
+            if chunk_id is not None:
+                running.hold(chunk_id)
         if chunk_id is None:
             return RunnerOutcome.DONE
-        chunk_state = run_chunk(chunk_id, deadline=deadline, worker_id=worker_id)
+        try:
+            chunk_state = run_chunk(chunk_id, deadline=deadline, worker_id=worker_id)
+            if chunk_state not in (ChunkState.FINISHED, ChunkState.GONE):
+                state.release_claim(chunk_id, worker_id)
+        except BaseException:
+            _let_go_on_the_way_out(chunk_id, worker_id)
+            raise
+        finally:
+            running.let_go(chunk_id)
         if chunk_state is ChunkState.GONE:
             return RunnerOutcome.DONE
-        if chunk_state is not ChunkState.FINISHED:
-            state.release_claim(chunk_id, worker_id)
         if chunk_state is ChunkState.MORE:
             return RunnerOutcome.AGAIN
+
+
+def _let_go_on_the_way_out(chunk_id: int, worker_id: int | None) -> None:
+    """A runner that fails (the database or the broker gone, an operation's error) releases its chunk,
+    so that its retry, or another runner, may take it at once. When the database is gone this fails
+    too: then the heartbeat finds the claim held with no runner on it and lets go of it then
+    (workers.sweep_runners)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        if not connection.in_atomic_block:  # (a test's transaction is its own to end)
+            connection.close_if_unusable_or_obsolete()  # a connection the failure broke: a fresh one
+        state.release_claim(chunk_id, worker_id)
+    except Exception as exc:
+        logger.warning("Runner of chunk %s could not let go of it (%s); the heartbeat will.", chunk_id, exc)
 
 
 def run_chunk(

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -214,6 +214,81 @@ def _record_loss(worker_id: int, batch_ids: list[int], now: datetime) -> None:
             processed_at_loss=F("done_count") + F("failed_count") + F("skipped_count"),
             paused_seconds=F("paused_seconds") + stood_still,
         )
+
+
+def let_go_unrun(worker_id: int, running: Collection[int], claimed_before: datetime) -> int:
+    """Release the chunks a live worker holds that none of its runners is running (their messages
+    failed before they could let go, e.g. a database cut mid-checkpoint) and send runners for them;
+    how many. Only claims made before `claimed_before`, a moment before the worker took the list of
+    what it runs. Never waits: a chunk row locked by anyone is left for the next sweep."""
+    with transaction.atomic():
+        orphans = list(
+            Chunk.objects.filter(claimed_by_id=worker_id, finished_at__isnull=True, claimed_at__lt=claimed_before)
+            .exclude(pk__in=list(running))
+            .select_for_update(of=("self",), skip_locked=True)
+            .values_list("pk", "batch_id")
+        )
+        if not orphans:
+            return 0
+        Chunk.objects.filter(pk__in=[pk for pk, _ in orphans], claimed_by_id=worker_id).update(
+            claimed_by=None, claimed_at=None
+        )
+        held = Counter(batch_id for _, batch_id in orphans)
+        for batch_id, chunks in held.items():
+            events.emit("resumed", batch_id, action="let_go", chunks=chunks, worker_id=worker_id)
+
+        def send() -> None:
+            for batch_id, chunks in held.items():
+                dispatch.run(batch_id, count=chunks)
+
+        transaction.on_commit(send, robust=True)
+    return len(orphans)
+
+
+def runnerless(now: datetime, grace: timedelta, alive: QuerySet[Worker]) -> list[Batch]:
+    """Running batches no runner is at work on: no claim by a live worker and no checkpoint for
+    `grace`, yet a chunk waits for a runner and the pool has a thread free. Their runners were lost
+    on the way (a broker that refused the hand-off, a flushed broker), or are late. Each annotated
+    with `waiting`: its chunks nobody holds."""
+    threads = alive.aggregate(total=Sum("threads"))["total"] or 0
+    busy = Chunk.objects.filter(finished_at__isnull=True, claimed_by__in=alive).count()
+    if busy >= threads:
+        return []  # every thread busy: its runners wait their turn in the queue
+    open_chunks = Q(chunks__finished_at__isnull=True)
+    return list(
+        Batch.objects.filter(status=BatchStatus.RUNNING, heartbeat_at__lt=now - grace)
+        .annotate(
+            live_claims=Count("chunks", filter=open_chunks & Q(chunks__claimed_by__in=alive)),
+            waiting=Count("chunks", filter=open_chunks & Q(chunks__claimed_by__isnull=True)),
+        )
+        .filter(live_claims=0, waiting__gt=0)
+        .only("pk", "operation", "max_parallel", "lease_expires_at")
+    )
+
+
+def top_up(batch: Batch, now: datetime, grace: timedelta) -> int:
+    """Take on sending a runnerless batch its runners (`runnerless`): renew its lease, unless it was
+    renewed (by a checkpoint or another top-up) within `grace`, so that of the workers sweeping at
+    once one sends them, once per `grace`. How many runners to send; 0 when someone else does.
+    Never waits on a lock. The caller sends them after this commits: should the broker refuse them,
+    the next sweep after `grace` tries again."""
+    try:
+        lease = lease_for(get_operation(batch.operation))
+    except UnknownOperation:
+        return 0  # the recovery sweep fails it, with the reason
+    with transaction.atomic():
+        mine = (
+            Batch.objects.filter(pk=batch.pk, status=BatchStatus.RUNNING, lease_expires_at__lt=now + lease - grace)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if mine is None:
+            return 0
+        Batch.objects.filter(pk=batch.pk).update(lease_expires_at=now + lease)
+    runners = min(batch.max_parallel, getattr(batch, "waiting", 1))
+    events.emit("resumed", batch.pk, action="topped_up", runners=runners)
+    return runners
 
 
 # --- checkpoints and the end ------------------------------------------------------------------

@@ -24,7 +24,8 @@ from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Chunk, Worker
 LOST_NOTICE = timedelta(seconds=10)
 # A running batch's runner lets go of its chunk and sends its successor, which claims it again within
 # a fraction of a second when a thread is free. Without a claim for longer than this, nothing is at
-# work on it: its runners are lost (a broker cut at the hand-off) or still on their way.
+# work on it: its runners are lost (a broker cut at the hand-off) or still on their way; the workers'
+# sweep sends it runners again after as long (workers.sweep_runners).
 UNCLAIMED_GRACE = timedelta(seconds=3)
 
 
@@ -135,9 +136,12 @@ def describe(batch: Batch, now: datetime | None = None) -> Condition:
                 "waiting", f"Waiting for its turn: every worker thread is busy ({busy} of {threads}).", last
             )
         if stalled:
+            # The workers' sweep sends it runners again every few seconds (workers.sweep_runners): no
+            # time by which it resumes can be promised, only that it is being seen to.
             return Condition(
                 "stalled",
-                f"Stalled: no worker has taken up its work since {_clock(last)}. {_resuming(batch, now)}",
+                f"Stalled: no worker has taken up its work since {_clock(last)}. "
+                "Its runners are sent again every few seconds until one does.",
                 last,
             )
         return Condition(

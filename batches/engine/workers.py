@@ -16,6 +16,9 @@ import logging
 import os
 import socket
 import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import version
@@ -26,7 +29,8 @@ from django.utils import timezone
 from batches.conf import batches_settings
 from batches.models import Chunk, Worker
 
-from . import state
+from . import dispatch, state
+from .status import UNCLAIMED_GRACE
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,47 @@ def silence() -> timedelta:
     return timedelta(seconds=batches_settings.WORKER_SILENCE_SECONDS)
 
 
+class RunningChunks:
+    """The chunks this process's runners are running now, so that the heartbeat can tell a claim whose
+    runner is at work (however slow its items) from one whose runner message failed before it could let
+    go (a database cut mid-checkpoint): only this process knows, and it knows without a timing guess.
+
+    A claim is counted from inside `claiming()`: while any runner is between its claim's commit and
+    `hold`, `snapshot()` answers None, so a claim is never mistaken for an orphan while being made.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[int] = Counter()
+        self._claiming = 0
+
+    @contextmanager
+    def claiming(self) -> Iterator[None]:
+        with self._lock:
+            self._claiming += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claiming -= 1
+
+    def hold(self, chunk_id: int) -> None:
+        with self._lock:
+            self._held[chunk_id] += 1
+
+    def let_go(self, chunk_id: int) -> None:
+        """Once the runner is done with the chunk: after its release or finish committed, or failed."""
+        with self._lock:
+            self._held[chunk_id] -= 1
+            if self._held[chunk_id] <= 0:
+                del self._held[chunk_id]
+
+    def snapshot(self) -> frozenset[int] | None:
+        """The chunks held now; None while a claim is being made."""
+        with self._lock:
+            return None if self._claiming else frozenset(self._held)
+
+
 @dataclass
 class ThisProcess:
     """What this process knows of itself as a worker: its row, and the items it has committed."""
@@ -45,6 +90,7 @@ class ThisProcess:
     threads: int = 0
     queues: list[str] = field(default_factory=list)
     items_done: int = 0
+    running: RunningChunks = field(default_factory=RunningChunks)
     _reported: tuple[int, float] = (0, 0.0)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -124,6 +170,37 @@ def sweep_dead(now: datetime | None = None) -> list[int]:
                 )
                 declared.append(worker_id)
     return declared
+
+
+def sweep_runners(now: datetime | None = None) -> tuple[int, dict[int, int]]:
+    """Runners that are not running, found from facts and sent again: this process lets go of the
+    chunks it holds that none of its runners is running (a runner that failed while the database was
+    gone could not), and running batches no runner is at work on get runners (those lost on the way:
+    a broker that refused a runner's successor, a flushed broker). (Chunks let go, {batch: runners sent}.)
+    Run every few seconds by each worker; duplicate runners are harmless (the scheduler ends them, the
+    chunk row lock keeps items once), a lost one is sent again at the next sweep."""
+    now = now or timezone.now()  # before the snapshot: a claim made after it is left alone
+    running = me.running.snapshot()
+    let_go = 0
+    if me.worker_id is not None and running is not None:
+        let_go = state.let_go_unrun(me.worker_id, running, claimed_before=now)
+    sent: dict[int, int] = {}
+    for batch in state.runnerless(now, UNCLAIMED_GRACE, Worker.objects.alive(now, silence())):
+        runners = state.top_up(batch, now, UNCLAIMED_GRACE)
+        if not runners:
+            continue
+        try:
+            dispatch.run(batch.pk, count=runners)
+        except Exception as exc:
+            logger.warning(
+                "Could not send runners for batch %s (%s); trying again in %ss.", batch.pk, exc, UNCLAIMED_GRACE.seconds
+            )
+            break  # the broker is away: the next sweep tries again
+        logger.warning("Batch %s had no runner at work; %s runner(s) sent.", batch.pk, runners)
+        sent[batch.pk] = runners
+    if let_go:
+        logger.warning("%s chunk(s) of this worker had no runner at work; let go and runners sent.", let_go)
+    return let_go, sent
 
 
 def _process_exists(pid: int) -> bool:
