@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import random
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,12 +17,16 @@ from django.test import Client
 from django.utils import timezone
 from openpyxl import load_workbook
 
+from batches import operations
 from batches.engine import exports
 from batches.models import Batch, BatchStatus, ExportFile, ExportPart
 from batches.results import export_storage
+from batches.services import start_batch
 from batches.testing import run_batch
 from batches.tokens import create_token
 from site_config.demo.models import Event, Ticket
+from tests.export_operation.operations import ExportTicketsSlowly
+from tests.support import refreshed, wait_until
 
 HEADER = ["Ticket", "Seat", "Holder", "Code", "Reissued"]
 
@@ -149,3 +155,58 @@ def test_an_expired_file_is_deleted_by_the_sweep_and_its_link_says_so(make_event
     api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
     assert api.get(f"/api/batches/{batch.pk}/file").status_code == 410
     assert api.get(f"/api/batches/{batch.pk}").json()["result"]["expired"] is True
+
+
+# --- real worker processes, killed -------------------------------------------------------------
+
+WORKER_ENV = {
+    "DJANGO_SETTINGS_MODULE": "tests.settings_export",  # the slow export is installed in the workers
+    "EXPORT_ROW_DELAY_US": "400",
+    "BATCHES_WORKER_HEARTBEAT_SECONDS": "0.5",
+    "BATCHES_WORKER_SILENCE_SECONDS": "2",
+    "BATCHES_LEASE_SECONDS": "2",
+    "BATCHES_SWEEP_SECONDS": "1",
+}
+KILLS = 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file_format", ["csv", "xlsx"])
+def test_an_export_killed_with_kill_9_again_and_again_has_every_ticket_once_in_key_order(
+    worker_process, make_event, alice, monkeypatch, file_format
+):
+    monkeypatch.setitem(operations._registry, ExportTicketsSlowly.name, ExportTicketsSlowly())
+    event = make_event(tickets=100_000, name="Autumn Conference")
+    workers = [worker_process(threads=1, **WORKER_ENV), worker_process(threads=1, **WORKER_ENV)]
+    batch = start_batch(
+        operation=ExportTicketsSlowly.name, data={"event_id": event.pk, "format": file_format}, user=alice
+    ).batch
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    print(f"kill moments seeded with {seed}")
+    for kill in range(KILLS):
+        seen = refreshed(batch).processed
+        wait_until(
+            lambda seen=seen: refreshed(batch).processed > seen or not batch.is_active, timeout=60, what="progress"
+        )
+        assert batch.is_active, f"the export finished after {kill} kills; give it more work"
+        time.sleep(rng.uniform(0, 0.4))  # mid-page, mid-part, mid-commit or between checkpoints
+        victim = kill % 2
+        workers[victim].kill()
+        workers[victim] = worker_process(threads=1, **WORKER_ENV)
+    wait_until(lambda: ExportFile.objects.filter(batch=batch).exists(), timeout=300, what="the file")
+
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.FINISHED and batch.done_count == 100_000, batch.error
+    file = ExportFile.objects.get(batch=batch)
+    data = stored_bytes(file)
+    assert file.bytes == len(data) and file.sha256 == hashlib.sha256(data).hexdigest()
+    if file_format == "csv":
+        rows = csv_rows(data)
+    else:
+        sheet = load_workbook(io.BytesIO(data), read_only=True).active
+        rows = [[str(cell) for cell in row] for row in sheet.iter_rows(values_only=True)]
+    assert rows[0] == HEADER
+    assert rows[1:] == expected_rows(event)  # every ticket, once, in key order
+    assert file.rows == 100_000
+    assert not ExportPart.objects.filter(batch=batch).exists()
