@@ -160,6 +160,13 @@ class BatchesSettings:
     PROGRESS_LOG_SECONDS = Setting(
         30.0, "a running batch's progress line in the log, at most this often per worker process", _seconds
     )
+    # --- Exports (operations whose result is a file) ---
+    EXPORT_STORAGE = Setting(
+        "default", "the alias in STORAGES that export files (and their parts while they run) are kept in", _text
+    )
+    EXPORT_EXPIRY_SECONDS = Setting(
+        7 * 24 * 3600, "how long an export's file is kept before the sweep deletes it (7 days)", _positive_seconds
+    )
     # --- Limits per user ---
     MAX_ACTIVE_PER_USER = Setting(10, "active batches one user may hold at once (0: no limit)", _count)
     STARTS_PER_MINUTE = Setting(20, "new batches one user may start per minute (0: no limit)", _count)

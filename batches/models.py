@@ -252,3 +252,46 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.user_id})"
+
+
+class ExportPart(models.Model):
+    """The rows one committed checkpoint of an export wrote: a file in the export storage, recorded in
+    the checkpoint's own transaction. A checkpoint redone after a crash starts from the same cursor,
+    so it writes the same name again (overwriting what the lost attempt left) and is recorded once."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="export_parts")
+    after_key = models.BigIntegerField(help_text="Its rows have keys > this (0: from the first) …")
+    last_key = models.BigIntegerField(help_text="… and ≤ this.")
+    name = models.CharField(max_length=500, help_text="The part's name in the export storage.")
+    rows = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "after_key"], name="one_part_per_cursor")]
+
+    def __str__(self) -> str:
+        return f"rows after {self.after_key} of batch #{self.batch_id}"
+
+
+class ExportFile(models.Model):
+    """The file an export batch produced, once assembled from its parts: where it is in the export
+    storage, what it holds, and until when it is kept."""
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="export_file")
+    name = models.CharField(max_length=500, help_text="The file's name in the export storage.")
+    download_name = models.CharField(max_length=255, help_text="The name a download is saved under.")
+    content_type = models.CharField(max_length=100)
+    rows = models.PositiveBigIntegerField(help_text="Data rows, the header not counted.")
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="When the expired file was deleted.")
+
+    def __str__(self) -> str:
+        return self.download_name
+
+    @property
+    def expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.deleted_at is not None or self.expires_at <= timezone.now()

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-from . import selectors
+from . import results, selectors
 from .engine.status import describe
 from .models import Batch
 
@@ -49,6 +49,7 @@ def batch_body(batch: Batch) -> dict[str, Any]:
         "started_at": batch.started_at,
         "heartbeat_at": batch.heartbeat_at,
         "finished_at": batch.finished_at,
+        "result": _result(batch),
         "links": {
             "self": _link("api:batch", batch.pk),
             "html": _link("batches:detail", batch.pk),
@@ -59,4 +60,20 @@ def batch_body(batch: Batch) -> dict[str, Any]:
                 _link("api:batch_retry_failed", batch.pk) if not batch.is_active and batch.failed_count else None
             ),
         },
+    }
+
+
+def _result(batch: Batch) -> dict[str, Any] | None:
+    """The file an export produced (null for any other batch, and until the file is ready)."""
+    result = results.result_of(batch) if not batch.is_active else None
+    if result is None:
+        return None
+    return {
+        "url": _link("api:batch_file", batch.pk),
+        "name": result.download_name,
+        "rows": result.rows,
+        "bytes": result.bytes,
+        "sha256": result.sha256,
+        "expires_at": result.expires_at,
+        "expired": result.expired,
     }

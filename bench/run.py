@@ -872,8 +872,73 @@ def processed_in(batch_ids: list[int]) -> int:
     return sum(done + failed for done, failed in counts)
 
 
+# --- 12. exports ---------------------------------------------------------------------------
+EXPORT_COLUMNS = ("id", "number", "holder", "code", "reissue_count")
+
+
+def export_variant(name: str, event_id: int) -> None:
+    """One way of writing the event's tickets as CSV, in this (child) process: prints rows and seconds."""
+    import csv
+    import resource
+
+    out_path = Path(tempfile.mkdtemp(prefix="bench-export-")) / "tickets.csv"
+    began = time.monotonic()
+    if name == "copy":
+        with connection.cursor() as cursor, out_path.open("wb") as out:
+            query = f"SELECT {', '.join(EXPORT_COLUMNS)} FROM {Ticket._meta.db_table} WHERE event_id = %s ORDER BY id"
+            cursor.cursor.copy_expert(f"COPY ({cursor.cursor.mogrify(query, [event_id]).decode()}) TO STDOUT CSV", out)
+            rows = cursor.cursor.rowcount
+    elif name == "loop":
+        rows = 0
+        with out_path.open("w", newline="") as out:
+            writer = csv.writer(out)
+            tickets = Ticket.objects.filter(event_id=event_id).order_by("id").values_list(*EXPORT_COLUMNS)
+            for row in tickets.iterator(chunk_size=2000):
+                writer.writerow(row)
+                rows += 1
+    else:
+        from batches.engine import exports
+        from batches.models import ExportFile
+
+        batch = start_batch(operation="export_tickets", data={"event_id": event_id}, user=bench_user()).batch
+        for chunk_id in runner.plan(batch.pk):
+            while runner.run_chunk(chunk_id, budget_seconds=3600) is runner.ChunkState.MORE:
+                pass
+        assert exports.assemble(batch.pk)
+        rows = ExportFile.objects.get(batch_id=batch.pk).rows
+    seconds = time.monotonic() - began
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RESULT {rows} {seconds:.3f} {rss_mb:.0f}", flush=True)
+
+
+def export_rates(big: Event) -> None:
+    print("12. Exports: 1,000,000 tickets to CSV, each way in a process of its own", flush=True)
+    reset(big)
+    measured: dict[str, tuple[float, float]] = {}
+    for name in ("copy", "loop", "ours"):
+        done = subprocess.run(
+            [sys.executable, __file__, "export-variant", name, str(big.pk)], capture_output=True, text=True, check=True
+        )
+        line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+        rows, seconds, rss = line.split()[1:]
+        assert int(rows) == 1_000_000, line
+        measured[name] = (int(rows) / float(seconds), float(rss))
+        print(f"   {name}: {measured[name][0]:,.0f} rows/s, peak RSS {measured[name][1]:.0f} MB", flush=True)
+    copy_rate, ours = measured["copy"][0], measured["ours"][0]
+    report(
+        "12. Export 1M tickets to CSV: COPY / values_list loop / ours (django-import-export: not installed)",
+        " / ".join(f"{rate:,.0f} rows/s at {rss:.0f} MB" for rate, rss in measured.values()),
+        "ours >= 0.5 x COPY's rows/s, flat memory",
+        ours >= 0.5 * copy_rate,
+    )
+    Batch.objects.filter(operation="export_tickets").delete()
+
+
 def main(argv: list[str]) -> int:
     """Every row; `bench/run.py 4 7` runs only those rows and prints them, writing no RESULTS.md."""
+    if argv[:1] == ["export-variant"]:
+        export_variant(argv[1], int(argv[2]))
+        return 0
     only = {int(row) for row in argv}
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -895,6 +960,7 @@ def main(argv: list[str]) -> int:
         (9, machinery_cost),
         (10, io_bound_threads),
         (11, outcome_recording),
+        (12, lambda: export_rates(million())),
     ]
     for number, row in rows:
         if not only or number in only:

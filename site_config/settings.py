@@ -338,11 +338,18 @@ for _name in ("BATCHES_MAX_RECOVERIES", "BATCHES_MAX_ACTIVE_PER_USER", "BATCHES_
 # --- The JSON API ---------------------------------------------------------------------------
 env_setting("API_MAX_BODY_BYTES", int, "BATCHES_API_MAX_BODY_BYTES")
 
+# --- Exports: files in Django's default storage (FileSystemStorage) under MEDIA_ROOT, downloaded
+# through the batches' pages only (never served from MEDIA_URL: each download checks who may see it).
+MEDIA_ROOT = DATA_DIR / "media"
+env_setting("BATCHES_EXPORT_EXPIRY_SECONDS", float)
+env_setting("BATCHES_EXPORT_STORAGE", str)
+
 # --- The demo operation ---------------------------------------------------------------------
 DEMO_TICKETS_PER_EVENT = int(os.environ.get("DEMO_TICKETS_PER_EVENT", "2000"))
 DEMO_ITEM_DELAY_MS = int(os.environ.get("DEMO_ITEM_DELAY_MS", "50"))
 DEMO_FAIL_EVERY = int(os.environ.get("DEMO_FAIL_EVERY", "97"))
 DEMO_ITEM_TIME_LIMIT = float(os.environ.get("DEMO_ITEM_TIME_LIMIT", "30"))
+DEMO_EXPORT_CHUNK_SIZE = int(os.environ.get("DEMO_EXPORT_CHUNK_SIZE", "50000"))
 
 # LOG_FORMAT=json: every line one JSON object (batches/engine/events.py), a batch event's fields at the top.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()

@@ -50,3 +50,11 @@ PASSWORD_HASHERS = [
 # The engine's own test project (tests/testapp): a model and a test-only operation of its own.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 from tests.testapp.settings import *  # noqa: E402, F403 - its operation's knobs
+
+# Export files (batches/results.py): a folder of this run's own, one per pytest-xdist process (their batch
+# ids overlap), written back to the environment so that the workers a test starts write to the same one.
+if not os.environ.get("TEST_MEDIA_ROOT"):
+    import tempfile
+
+    os.environ["TEST_MEDIA_ROOT"] = tempfile.mkdtemp(prefix=f"batches-media-{_xdist_worker or 'main'}-")
+MEDIA_ROOT = os.environ["TEST_MEDIA_ROOT"]

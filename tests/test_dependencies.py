@@ -78,12 +78,13 @@ def test_every_imported_distribution_is_declared(requirements, roots):
 
 # Each optional part of the engine and the extras that bring what it imports; the rest of batches/ gets the
 # plain dependencies only. The engine's readiness probe and its worker metrics import a broker's client and
-# prometheus_client only where those are in use, which the broker's extra and `metrics` bring.
+# prometheus_client only where those are in use, which the broker's extra and `metrics` bring; an XLSX export
+# imports openpyxl, which `xlsx` brings.
 EXTRAS_OF_PART = {
     "batches/api": {"api"},
     "batches/ops": {"metrics"},
     "batches/cli": {"cli"},
-    "batches/engine": {"redis", "rabbitmq", "metrics"},
+    "batches/engine": {"redis", "rabbitmq", "metrics", "xlsx"},
 }
 
 

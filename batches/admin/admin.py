@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
-from batches import formats, selectors, tokens
+from batches import formats, results, selectors, tokens
 from batches.engine import recovery, workers
 from batches.engine.status import describe, with_liveness
 from batches.models import ApiToken, Batch, Chunk, ItemFailure, Worker
@@ -102,6 +102,7 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
         "finished_at",
         "done_items",
         "failed_items",
+        "result_file",
     ]
     readonly_fields = fields
 
@@ -215,6 +216,30 @@ class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
         except NoReverseMatch:  # the JSON API is not mounted: no report to link
             return format_html("<ul>{}</ul>", rows)
         return format_html('<ul>{}</ul><a href="{}" download>The report of every item (CSV)</a>', rows, link)
+
+    @admin.display(description="file")
+    def result_file(self, batch: Batch) -> str:
+        """An export's file: its download (the web UI's, else the API's), figures and expiry."""
+        file = results.export_file(batch)
+        if file is None:
+            return "—"
+        figures = f"{formats.number(file.rows)} rows, {file.bytes:,} bytes, sha256 {file.sha256}"
+        until = f"{timezone.localtime(file.expires_at):%Y-%m-%d %H:%M}"
+        if file.expired:
+            return f"{file.download_name}: expired {until}, deleted ({figures})"
+        for name in ("batches:download", "api:batch_file"):
+            try:
+                link = reverse(name, args=[batch.pk])
+            except NoReverseMatch:
+                continue
+            return format_html(
+                '<a href="{}" download>Download {}</a> ({}; kept until {})',
+                link,
+                file.download_name,
+                figures,
+                until,
+            )
+        return f"{file.download_name} ({figures})"
 
     @admin.display(description="failed items")
     def failed_items(self, batch: Batch) -> str:

@@ -27,6 +27,16 @@ class BatchLinks(Schema):
     retry_failed: str | None = Field(None, description="Present once it has ended with failed items.")
 
 
+class ResultOut(Schema):
+    url: str | None = Field(..., description="Where to download the file (410 once it has expired).")
+    name: str = Field(..., description="The file's name, as a download saves it.")
+    rows: int = Field(..., description="Data rows, the header not counted.")
+    bytes: int
+    sha256: str
+    expires_at: datetime = Field(..., description="When the file is deleted.")
+    expired: bool
+
+
 class ConditionOut(Schema):
     code: Literal[
         "queued",
@@ -68,6 +78,9 @@ class BatchOut(Schema):
     started_at: datetime | None
     heartbeat_at: datetime | None
     finished_at: datetime | None
+    result: ResultOut | None = Field(
+        ..., description="The file an export produced, once ready; null for other operations' batches."
+    )
     links: BatchLinks
 
 

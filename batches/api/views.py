@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Header, Query, Router, Status
 
-from batches import idempotency, selectors
+from batches import idempotency, results, selectors
 from batches.csv_export import csv_lines
 from batches.engine.status import with_liveness
 from batches.models import Batch
@@ -280,6 +280,28 @@ def report(request: HttpRequest, batch_id: int):
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
     return response
+
+
+@router.get(
+    "/batches/{batch_id}/file",
+    url_name="batch_file",
+    response={200: None, 410: ErrorOut, **ERRORS},
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The file an export produced (its `result`), streamed, as an attachment.",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def batch_file(request: HttpRequest, batch_id: int):
+    file = results.export_file(_visible(request, batch_id))
+    if file is None:
+        raise ApiError(404, "not_found", f"Batch {batch_id} has no file (yet): only a finished export has one.")
+    if file.expired:
+        raise ApiError(410, "file_expired", results.expired_message(file))
+    return results.file_response(file)
 
 
 operations_router = Router(tags=["operations"])

@@ -9,7 +9,7 @@ import dramatiq
 
 from batches.models import BatchStatus
 
-from . import dispatch, runner, state, workers
+from . import dispatch, exports, runner, state, workers
 
 # A runner works for at most BATCHES_MESSAGE_SECONDS and then hands over to a fresh message, so
 # no single message comes near this limit, however long the batch.
@@ -40,6 +40,11 @@ def run_batch(batch_id: int) -> None:
         dispatch.run(batch_id)
     elif outcome is runner.RunnerOutcome.WAIT:
         dispatch.run(batch_id, delay_ms=_WAIT_MS)
+
+
+@dramatiq.actor(actor_name=dispatch.ASSEMBLE, queue_name=dispatch.QUEUE, max_retries=10, min_backoff=1000)
+def assemble_export(batch_id: int) -> None:
+    exports.assemble(batch_id)
 
 
 @dramatiq.actor(max_retries=3)

@@ -18,6 +18,7 @@ import dramatiq
 
 PLAN = "plan_batch"
 RUN = "run_batch"
+ASSEMBLE = "assemble_export"
 QUEUE = "default"
 
 
@@ -62,3 +63,8 @@ def run(batch_id: int, *, count: int = 1, delay_ms: int | None = None) -> None:
     """Send `count` runners for the batch to the back of the queue."""
     for _ in range(count):
         _send(RUN, batch_id, delay_ms=delay_ms)
+
+
+def assemble(batch_id: int) -> None:
+    """Assemble a finished export's file from its parts."""
+    _send(ASSEMBLE, batch_id)

@@ -98,6 +98,8 @@ class WorkerLifecycle(Middleware):
         BATCHES_SWEEP_SECONDS, stale batches, expired idempotency keys and long-gone workers. A thread
         apart from the heartbeat's: a send to a broker that does not answer never delays a heartbeat."""
         _, recovery, workers, idempotency = _engine_side()
+        from . import exports
+
         next_sweep = 0.0
         while True:
             try:
@@ -111,6 +113,7 @@ class WorkerLifecycle(Middleware):
                     for recovered in recovery.recover_stale():
                         logger.warning("Recovery sweep: batch %s %s. %s", *vars(recovered).values())
                     idempotency.purge_expired()
+                    exports.sweep()
                     workers.prune()
                 except Exception:
                     logger.exception("The recovery sweep failed; it will try again.")

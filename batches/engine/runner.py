@@ -26,9 +26,9 @@ from django.utils import timezone
 
 from batches.conf import batches_settings
 from batches.models import BatchStatus, Chunk, ItemFailure
-from batches.operations import BatchContext, ItemContext, Operation, get_operation
+from batches.operations import BatchContext, Export, ItemContext, Operation, get_operation
 
-from . import scheduler, state, worker_metrics, workers
+from . import exports, scheduler, state, worker_metrics, workers
 from .done_keys import DoneKeys
 from .items import batch_items
 from .timeouts import ItemTimedOut, time_limit
@@ -167,11 +167,14 @@ def run_checkpoint(
         if worker_id is not None and chunk.claimed_by_id != worker_id:
             return ChunkState.GONE  # handed to another runner: this worker was declared dead
         op = get_operation(chunk.batch.operation)
+        after = chunk.cursor if chunk.cursor is not None else chunk.after_key
         done, failures, exhausted = _process_items(
             op, chunk, clock() + batches_settings.CHECKPOINT_SECONDS, clock, pace or Pace()
         )
+        # An export's rows of this checkpoint, written before it commits and recorded with it.
+        part = exports.write_part(op, chunk, after) if isinstance(op, Export) and chunk.cursor != after else None
         if not state.record_checkpoint(
-            chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now()
+            chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now(), part=part
         ):
             return ChunkState.GONE  # cancelled or failed meanwhile: rolled back, its items skipped
     worker_metrics.observe_checkpoint(op.name, clock() - began)

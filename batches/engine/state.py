@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from batches import signals
 from batches.conf import batches_settings
-from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ItemFailure, Worker
-from batches.operations import Operation, UnknownOperation, get_operation
+from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ExportPart, ItemFailure, Worker
+from batches.operations import Export, Operation, UnknownOperation, get_operation
 
 from . import dispatch, events
 from .done_keys import DoneKeys
@@ -146,6 +146,7 @@ def _snapshot_chunks(batch: Batch, op: Operation) -> None:
     if not chunks:
         events.emit("finished", batch.pk)
         signals.send_on_commit(signals.batch_finished, batch.pk)
+        _file_follows(batch.pk, op)
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -306,7 +307,14 @@ _CHECKPOINTED_FIELDS = (
 
 
 def record_checkpoint(
-    chunk: Chunk, op: Operation, *, done: DoneKeys, failures: list[ItemFailure], exhausted: bool, now: datetime
+    chunk: Chunk,
+    op: Operation,
+    *,
+    done: DoneKeys,
+    failures: list[ItemFailure],
+    exhausted: bool,
+    now: datetime,
+    part: ExportPart | None = None,
 ) -> bool:
     """Commit a checkpoint's counters, cursor, failures and the keys it did with the items' effects
     (the caller's transaction, holding the chunk's row lock). False when the batch ended meanwhile:
@@ -332,14 +340,16 @@ def record_checkpoint(
         transaction.set_rollback(True)
         return False
     ItemFailure.objects.bulk_create(failures)
+    if part is not None:
+        part.save()
     if done.count:
         _record_done(chunk.batch_id, done, now)
     chunk.save(update_fields=_CHECKPOINTED_FIELDS)
     events.progress(chunk.batch_id)
     if failures and op.max_failures is not None:
         _fail_over_threshold(chunk.batch_id, op.max_failures, now)
-    if exhausted:
-        _close_if_complete(chunk.batch_id, now)
+    if exhausted and _close_if_complete(chunk.batch_id, now):
+        _file_follows(chunk.batch_id, op)
     return True
 
 
@@ -366,7 +376,14 @@ def _fail_over_threshold(batch_id: int, max_failures: int, now: datetime) -> Non
         )
 
 
-def _close_if_complete(batch_id: int, now: datetime) -> None:
+def _file_follows(batch_id: int, op: Operation) -> None:
+    """A finished export's file is assembled from its parts by a message of its own (and, should
+    that be lost, by the sweep)."""
+    if isinstance(op, Export):
+        transaction.on_commit(lambda: dispatch.assemble(batch_id), robust=True)
+
+
+def _close_if_complete(batch_id: int, now: datetime) -> bool:
     # Conditional: only the checkpoint that finishes the last chunk matches, and only once.
     closed = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, pending_chunks=0).update(
         status=BatchStatus.FINISHED, finished_at=now
@@ -375,6 +392,7 @@ def _close_if_complete(batch_id: int, now: datetime) -> None:
         logger.info("Batch %s finished.", batch_id)
         events.emit("finished", batch_id)
         signals.send_on_commit(signals.batch_finished, batch_id)
+    return bool(closed)
 
 
 def end(

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from batches import selectors
+from batches import results, selectors
 from batches.engine.status import describe
 from batches.models import Batch
 from batches.operations import Operation, UnknownOperation, get_operation
@@ -59,7 +59,13 @@ def panel_context(
     """
     offer_start = batch is None or not batch.is_active
     condition = describe(batch) if batch else None
+    makes_a_file = batch is not None and results.makes_a_file(batch)
+    file = results.export_file(batch) if makes_a_file and batch is not None and not batch.is_active else None
     return {
+        "choices": getattr(op, "param_choices", dict)(),
+        "file": file,
+        # A finished export whose file is still being put together: the panel polls until it is there.
+        "file_pending": makes_a_file and file is None and batch is not None and batch.status == "finished",
         "op": op,
         "params": params,
         "batch": batch,

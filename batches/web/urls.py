@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/", views.batch_detail, name="detail"),
     path("<int:pk>/progress/", views.batch_progress, name="progress"),
     path("<int:pk>/failures/", views.batch_failures, name="failures"),
+    path("<int:pk>/download/", views.download, name="download"),
     path("<int:pk>/cancel/", views.cancel, name="cancel"),
     path("<int:pk>/retry-failed/", views.retry, name="retry"),
 ]

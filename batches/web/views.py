@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from batches import formats, selectors
+from batches import formats, results, selectors
 from batches.models import Batch
 from batches.operations import UnknownOperation, get_operation
 from batches.services import StartLimitReached, StartResult, cancel_batch, retry_failed, start_batch
@@ -259,6 +259,29 @@ def _report_url(batch: Batch) -> str | None:
 
 @login_required
 @require_GET
+def download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The file an export produced: for those who may see the batch (else 404), streamed from the
+    storage; 410 with a page saying so once it has expired."""
+    batch = _visible_batch_or_404(request, pk)
+    file = results.export_file(batch)
+    if file is None:
+        raise Http404("This batch has no file.")
+    if file.expired:
+        back = (reverse("batches:detail", args=[batch.pk]), "Back to the batch")
+        problem = problems.Problem(
+            code="file_expired",
+            status=410,
+            title="This file has expired",
+            message=results.expired_message(file),
+            sentence=results.expired_message(file),
+            links=(back,),
+        )
+        return problems.answer(request, problem)
+    return results.file_response(file)
+
+
+@login_required
+@require_GET
 def batch_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The polled fragment: session, user and batch are its only queries.
 
@@ -294,7 +317,8 @@ def history(request: HttpRequest) -> HttpResponse:
     mine = sees_others and request.GET.get("mine") == "1"
     batches = selectors.history(request.user, status=status, operation=operation, mine=mine)
     page = Paginator(batches, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(batch, selectors.progress(batch), operation_of(batch)) for batch in page.object_list]
+    files = results.files_of([batch.pk for batch in page.object_list])
+    rows = [(batch, selectors.progress(batch), operation_of(batch), files.get(batch.pk)) for batch in page.object_list]
     chosen = (("status", status), ("operation", operation), ("mine", "1" if mine else ""))
     filters = {name: value for name, value in chosen if value}
     context = {

@@ -1,10 +1,12 @@
-"""The demo operation: reissue every ticket of an event (a new code, reissue_count + 1)."""
+"""The demo operations: reissue every ticket of an event (a new code, reissue_count + 1), and export them
+to a file (CSV or XLSX)."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pydantic import Field
 
-from batches.operations import BatchContext, ItemContext, ObjectId, Operation, register
+from batches.operations import BatchContext, Export, ItemContext, ObjectId, Operation, register
 
 from .models import Event, Ticket
 
@@ -99,3 +101,45 @@ class ReissueTickets(Operation):
     @staticmethod
     def _blocked(seat: int) -> bool:
         return bool(settings.DEMO_FAIL_EVERY) and seat % settings.DEMO_FAIL_EVERY == 0
+
+
+@register
+class ExportTickets(Export):
+    """Every ticket of an event as a row of a file, in seat-key order: who holds it and its code."""
+
+    name = "export_tickets"
+    label = "Export tickets"
+    items_name = "tickets"
+    item_name = "ticket"
+    chunk_size = settings.DEMO_EXPORT_CHUNK_SIZE
+
+    class Params(Export.Params):
+        event_id: ObjectId = Field(description="The event whose tickets to export.")
+
+    clean_params = ReissueTickets.clean_params
+    scope_label = ReissueTickets.scope_label
+    scope_url = ReissueTickets.scope_url
+
+    def scope(self, params: Mapping[str, Any]) -> str:
+        return f"event:{params['event_id']}"
+
+    def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        return self.may_see_all(user)
+
+    def may_see_all(self, user: AbstractBaseUser | AnonymousUser) -> bool:
+        return user.has_perm("demo.reissue_tickets")  # the codes get people in: the same right
+
+    def items(self, params: Mapping[str, Any]) -> QuerySet[Ticket]:
+        return Ticket.objects.filter(event_id=params["event_id"])
+
+    def columns(self, params: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            ("Ticket", "id"),
+            ("Seat", "number"),
+            ("Holder", "holder"),
+            ("Code", "code"),
+            ("Reissued", "reissue_count"),
+        ]
+
+    def download_name(self, params: Mapping[str, Any], created_at: datetime) -> str:
+        return f"tickets {self.scope_label(params)} {created_at:%Y-%m-%d}"

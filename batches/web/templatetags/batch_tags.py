@@ -62,3 +62,9 @@ def page_path(context: template.Context) -> str:
     request = context["request"]
     current = htmx_of(request).current_url_abs_path
     return (current or request.path).split("?", 1)[0]
+
+
+@register.filter
+def get_param(params: dict, key: str) -> object:
+    """A param's value by a name held in a variable (the start form's selects)."""
+    return params.get(key) if isinstance(params, dict) else None
