@@ -47,7 +47,7 @@ def test_axe_finds_no_violation_on_our_pages_in_any_state(browser: Browser, scen
     expect(page.locator("#batches-confirm")).to_be_visible()
     assert_accessible(page, "the event page, the start dialog open")
     confirm_in_dialog(page, "Reissue tickets")
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
     page.wait_for_function("() => Number(document.querySelector('[data-figure=done]').textContent) > 0")
     assert_accessible(page, "the event page, running")
     running = Batch.objects.get(scope_key=f"event:{s['event'].pk}")
@@ -91,7 +91,7 @@ def test_axe_finds_no_violation_on_our_pages_in_any_state(browser: Browser, scen
     page.goto(s["event_url"])
     page.get_by_role("button", name="Cancel run").click()
     confirm_in_dialog(page, "Stop the run")
-    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator('#panel-reissue_tickets[data-status="cancelled"]')).to_be_visible()
     assert figure(page, "skipped") > 0
     assert_accessible(page, "the event page, cancelled")
 
@@ -123,7 +123,7 @@ def test_axe_finds_no_violation_while_a_batch_waits_for_a_worker_or_a_start_is_r
     page.goto(f"{live_server.url}/events/{other.pk}/")
     page.get_by_role("button", name="Reissue tickets").click()
     confirm_in_dialog(page, "Reissue tickets")
-    expect(page.locator(".batch-panel .error")).to_be_visible()
+    expect(page.locator("#panel-reissue_tickets .error")).to_be_visible()
     assert Batch.objects.count() == 1
     assert_accessible(page, "the event page, a start refused")
 

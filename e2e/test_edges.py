@@ -77,14 +77,14 @@ def test_signed_out_mid_run_the_panel_says_so_keeps_its_figures_and_links_to_log
     page.goto(s["base"] + s["event_path"])
     page.evaluate(WATCH_ANNOUNCEMENTS)
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
     wait_for_more_done(page, 0)
     page.wait_for_function("() => document.activeElement.getAttribute('data-focus-key') === 'cancel'")
 
     session_key = next(cookie["value"] for cookie in context.cookies() if cookie["name"] == "sessionid")
     Session.objects.filter(session_key=session_key).delete()  # this browser's session only
 
-    panel = page.locator(".batch-panel")
+    panel = page.locator("#panel-reissue_tickets")
     problem = panel.locator('[data-problem="signed-out"]')
     expect(problem).to_have_text("You were signed out. The batch keeps running. Log in again", timeout=10_000)
     link = problem.get_by_role("link", name="Log in again")
@@ -121,7 +121,7 @@ def test_a_stale_page_says_so_on_start_and_on_cancel_and_changes_nothing(browser
 
     log_in_again_elsewhere(context, s["base"])
     start_run(page)
-    problem = page.locator('.batch-panel [data-problem="out-of-date"]')
+    problem = page.locator('#panel-reissue_tickets [data-problem="out-of-date"]')
     expect(problem).to_have_text("This page is out of date: reload it")
     assert announced(page, "This page is out of date") == 1
     assert not Batch.objects.exists()
@@ -131,7 +131,7 @@ def test_a_stale_page_says_so_on_start_and_on_cancel_and_changes_nothing(browser
     page.wait_for_load_state()
     page.evaluate(WATCH_ANNOUNCEMENTS)
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
 
     log_in_again_elsewhere(context, s["base"])
     page.get_by_role("button", name="Cancel run").click()
@@ -162,10 +162,10 @@ def test_a_web_server_restart_mid_run_says_retrying_and_the_live_figures_come_ba
         page.goto(f"{base}/events/{event.pk}/")
         page.evaluate(WATCH_ANNOUNCEMENTS)
         start_run(page)
-        expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+        expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
         wait_for_more_done(page, 0)
 
-    problem = page.locator('.batch-panel [data-problem="unreachable"]')
+    problem = page.locator('#panel-reissue_tickets [data-problem="unreachable"]')
     expect(problem).to_have_text(RETRYING, timeout=10_000)
     stopped_at = time.monotonic()
     shown = done(page)
@@ -179,7 +179,7 @@ def test_a_web_server_restart_mid_run_says_retrying_and_the_live_figures_come_ba
         wait_for_more_done(page, shown)
         expect(problem).to_have_count(0)
         assert Batch.objects.get(pk=batch.pk).is_active, "the batch ran on: the figures came back live"
-        expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible()
+        expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible()
         assert announced(page, RETRYING) == 1, page.evaluate("window.announcements")
 
 

@@ -42,7 +42,7 @@ def test_no_worker_running_is_said_with_what_to_do_and_the_batch_starts_when_one
     expect(page.locator(".batch-live .status code")).to_have_text("python manage.py rundramatiq")
 
     worker_process(threads=2, DEMO_ITEM_DELAY_MS="5")
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=30_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=30_000)
 
 
 def test_a_lost_worker_is_shown_with_where_the_run_resumes_then_running_again(
@@ -94,7 +94,7 @@ def test_the_only_worker_killed_pauses_the_run_truthfully_and_one_time_tells_the
     )
     assert int(resumes_from.replace(",", "")) == worked + 1
     expect(page.locator("#batches-announcer")).to_contain_text(f"Paused: no worker is running since {since}.")
-    assert "rundramatiq" not in page.locator(".batch-panel").inner_text()
+    assert "rundramatiq" not in page.locator("#panel-reissue_tickets").inner_text()
 
     # Nothing moves, and nothing pretends to: no countdown, no rate sinking over the pause.
     figures = {name: page.locator(f'[data-figure="{name}"]').inner_text() for name in ("done", "rate", "eta")}

@@ -44,13 +44,13 @@ def test_start_shows_live_progress_until_the_summary(browser: Browser, scenario)
     start_run(page)
     expect(button).to_be_disabled()
     expect(page.locator('[data-figure="done"]')).to_be_visible(timeout=1000)
-    expect(page.locator(".batch-panel")).to_contain_text("Started.")
+    expect(page.locator("#panel-reissue_tickets")).to_contain_text("Started.")
 
     wait_for_more_done(page)
     expect(page).to_have_title(re.compile(r"^\d+% · Reissue tickets · Gala$"))
 
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
-    panel = page.locator(".batch-panel")
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=60_000)
+    panel = page.locator("#panel-reissue_tickets")
     expect(panel).to_contain_text(re.compile(r"Finished in \d+s with 3 failed tickets\."))
     assert (figure(page, "done"), figure(page, "failed"), figure(page, "total")) == (297, 3, TICKETS)
     expect(page.locator(".failures")).to_contain_text("Seat 97 is blocked by the venue.")
@@ -67,17 +67,17 @@ def test_a_second_tab_and_a_reload_show_the_running_batch(browser: Browser, scen
     second_tab.goto(scenario["event_url"])  # opened before the first click: its button is enabled
 
     start_run(first_tab)
-    expect(first_tab.locator(".batch-panel")).to_contain_text("Started.")
+    expect(first_tab.locator("#panel-reissue_tickets")).to_contain_text("Started.")
     start_run(second_tab)
 
-    expect(second_tab.locator(".batch-panel")).to_contain_text(
+    expect(second_tab.locator("#panel-reissue_tickets")).to_contain_text(
         re.compile(r"Already running since \d\d:\d\d [A-Z]+, started by alice")
     )
     batch = Batch.objects.get()
     expect(second_tab.locator(f'a[href="/batches/{batch.pk}/"]')).to_be_visible()
 
     first_tab.reload()
-    expect(first_tab.locator(f'.batch-panel[hx-get^="/batches/{batch.pk}/progress/"]')).to_be_visible()
+    expect(first_tab.locator(f'#panel-reissue_tickets[hx-get^="/batches/{batch.pk}/progress/"]')).to_be_visible()
     expect(first_tab.get_by_role("button", name="Reissue tickets")).to_be_disabled()
     assert Batch.objects.count() == 1
 
@@ -98,7 +98,7 @@ def test_without_javascript_the_form_asks_then_redirects_to_a_page_that_refreshe
     batch = Batch.objects.get()
     page.wait_for_url(f"{scenario['base']}/batches/{batch.pk}/?live=1")
     expect(page.locator(".notice").first).to_contain_text("Started.")
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=60_000)
     expect(page.locator(".failures")).to_contain_text("Seat 194 is blocked by the venue.")
     assert (figure(page, "done"), figure(page, "failed")) == (297, 3)
 
@@ -108,7 +108,7 @@ def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenari
     log_in(page, scenario["base"], "alice")
     page.goto(scenario["event_url"])
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
 
     page.get_by_role("button", name="Cancel run").click()
     expect(page.locator("#batches-confirm")).to_contain_text("Stop this run?")
@@ -118,8 +118,10 @@ def test_cancel_asks_for_confirmation_and_ends_the_run(browser: Browser, scenari
 
     page.get_by_role("button", name="Cancel run").click()
     confirm_in_dialog(page, "Stop the run")
-    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
-    expect(page.locator(".batch-panel")).to_contain_text("Cancelled. Tickets not done yet are counted as skipped.")
+    expect(page.locator('#panel-reissue_tickets[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator("#panel-reissue_tickets")).to_contain_text(
+        "Cancelled. Tickets not done yet are counted as skipped."
+    )
     expect(page.get_by_role("button", name="Reissue tickets")).to_be_enabled()
     batch = Batch.objects.get()
     assert batch.status == "cancelled" and batch.skipped_count > 0
@@ -158,10 +160,10 @@ def test_under_a_strict_csp_progress_polls_and_pauses_while_the_tab_is_hidden(br
 
     wait_until(ended, timeout=60, what="the batch to end")
     assert page.evaluate("window.requestsWhileHidden") == 0, "a hidden tab does not poll"
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible()
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible()
 
     page.evaluate(SHOW_TAB)
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=5000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=5000)
     assert violations == []
 
 

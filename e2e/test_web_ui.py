@@ -63,7 +63,7 @@ def focused(page: Page) -> dict:
     return page.evaluate(
         """() => { const e = document.activeElement; return {
             tag: e.tagName, key: e.getAttribute('data-focus-key'), text: e.textContent.trim(),
-            inPanel: !!e.closest('.batch-panel') }; }"""
+            inPanel: !!e.closest('#panel-reissue_tickets') }; }"""
     )
 
 
@@ -115,7 +115,7 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
     assert focused(page)["text"] == "Reissue tickets"
     page.keyboard.press("Enter")
 
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
     page.wait_for_function("() => document.activeElement.getAttribute('data-focus-key') === 'cancel'")
     page.wait_for_function("n => Number(document.querySelector('[data-figure=done]').textContent) > n", arg=100)
     bar = page.get_by_role("progressbar")
@@ -139,8 +139,10 @@ def test_keyboard_only_start_and_cancel_with_dialogs_focus_announcements_and_tru
     page.keyboard.press("Shift+Tab")
     assert focused(page)["text"] == "Stop the run"
     page.keyboard.press("Enter")
-    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
-    page.wait_for_function("() => document.activeElement.closest('.batch-panel[data-status=cancelled]') !== null")
+    expect(page.locator('#panel-reissue_tickets[data-status="cancelled"]')).to_be_visible()
+    page.wait_for_function(
+        "() => document.activeElement.closest('#panel-reissue_tickets[data-status=cancelled]') !== null"
+    )
     assert focused(page)["key"] in {"retry", None}, "on the next action, or on the notice that says what happened"
 
     batch = Batch.objects.get()
@@ -173,7 +175,7 @@ def test_a_finished_run_refreshes_the_tickets_table_and_marks_the_title(browser:
     page.goto(s["event_url"])
     expect(page.locator("#tickets code").first).to_have_text("orig")
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=60_000)
     expect(page.locator("#tickets [data-reissued]").first).to_have_text("1\u00d7")
     expect(page.locator("#tickets code").first).not_to_have_text("orig")
     expect(page).to_have_title("Finished · Reissue tickets · Gala")
@@ -227,7 +229,7 @@ def test_without_javascript_the_page_refreshes_only_while_live_and_can_be_paused
     expect(page.get_by_role("button", name="Cancel run")).to_be_enabled()
 
     page.get_by_role("link", name="Reload every 5 seconds").click()
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=60_000)
     assert page.url.endswith("?live=1")
     assert_accessible_without_javascript(page, "the batch page without JavaScript, finished")
 
@@ -238,7 +240,7 @@ def test_a_live_address_opened_with_javascript_polls_instead_of_reloading(browse
     log_in(page, s["base"], "alice")
     page.goto(s["event_url"])
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
     batch_page = f"{s['base']}/batches/{Batch.objects.get().pk}/"
 
     with page.expect_response(batch_page) as loaded:
@@ -263,7 +265,7 @@ def test_cancel_without_javascript_asks_with_clear_verbs(browser: Browser, scena
     assert Batch.objects.get().is_active
     page.get_by_role("button", name="Cancel run").click()
     page.get_by_role("button", name="Stop the run").click()
-    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator('#panel-reissue_tickets[data-status="cancelled"]')).to_be_visible()
     assert_accessible_without_javascript(page, "the batch page without JavaScript, cancelled")
 
 
@@ -275,7 +277,7 @@ def test_times_are_in_the_viewers_zone_and_read_the_same_after_a_swap(browser: B
     expect(page.locator("main table time").first).to_have_text("1 Jan 2030, 11:00 CET")  # 10:00 UTC
     page.goto(s["event_url"])
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible(timeout=10_000)
     batch = Batch.objects.get()
     started = batch.started_at.astimezone(berlin).strftime("%H:%M %Z")
     created = batch.created_at.astimezone(berlin).strftime("%H:%M %Z")
@@ -305,7 +307,7 @@ def test_at_390_px_no_page_scrolls_sideways(browser: Browser, scenario):
     page.goto(s["event_url"])
     assert_fits(page, "the event page")
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="finished"]')).to_be_visible(timeout=60_000)
+    expect(page.locator('#panel-reissue_tickets[data-status="finished"]')).to_be_visible(timeout=60_000)
     assert_fits(page, "the finished event page")
     batch = Batch.objects.get()
     for url in (f"/batches/{batch.pk}/", "/batches/", f"/batches/start/reissue_tickets/?event_id={s['event'].pk}"):
@@ -339,5 +341,5 @@ def test_the_history_page_filters_and_pages(browser: Browser, live_server, make_
     expect(page.locator("tbody tr").first.locator('[data-figure="skipped"]')).to_have_text("1")
     assert_accessible(page, "the history page, filtered")
     page.locator("tbody tr").first.get_by_role("link").click()
-    expect(page.locator('.batch-panel[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator('#panel-reissue_tickets[data-status="cancelled"]')).to_be_visible()
     assert_accessible(page, "the batch page with JavaScript")
