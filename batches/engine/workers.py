@@ -194,7 +194,7 @@ def sweep_runners(now: datetime | None = None) -> tuple[int, dict[int, int]]:
     gone could not), and running batches no runner is at work on get runners (those lost on the way:
     a broker that refused a runner's successor, a flushed broker). (Chunks let go, {batch: runners sent}.)
     Run every few seconds by each worker; duplicate runners are harmless (the scheduler ends them, the
-    chunk row lock keeps items once), a lost one is sent again at the next sweep."""
+    fenced commit keeps items once), a lost one is sent again at the next sweep."""
     now = now or timezone.now()  # before the snapshot: a claim made after it is left alone
     running = me.running.snapshot()
     let_go = 0
