@@ -154,6 +154,12 @@ class BatchesSettings:
     WORKER_SILENCE_SECONDS = Setting(
         10.0, "a worker silent this long is declared dead and its chunks handed over", _positive_seconds
     )
+    TRANSACTION_GRACE_SECONDS = Setting(
+        5.0,
+        "a checkpoint's transaction is ended by the database server once its worker is quiet in it this long"
+        " past an item's time limit and a checkpoint (a frozen or cut-off worker's locks freed)",
+        _seconds,
+    )
     STALL_SECONDS = Setting(
         10.0, "a running batch without a checkpoint this long (workers alive) shows as stalled", _seconds
     )

@@ -131,9 +131,13 @@ class Chunk(models.Model):
     done_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Who runs it now. A claim only schedules work (and shows it); the row lock taken by every
-    # checkpoint is what keeps two runners of one chunk from doing an item twice.
+    # Who runs it now. A claim only schedules work (and shows it); what keeps two runners of one chunk
+    # from doing an item twice is the checkpoint's commit, conditional on the claim's token and the
+    # cursor it began from (batches/engine/runner.py).
     claimed_by = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="claims")
+    claim_generation = models.PositiveBigIntegerField(
+        default=0, help_text="The claim's fencing token: bumped by every claim, release and hand-over."
+    )
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When it was last claimed.")
     handed_over_at = models.DateTimeField(
         null=True, blank=True, help_text="Taken from a dead worker, until its next checkpoint."

@@ -92,15 +92,15 @@ def cut_and_wait_for_progress(proxy: TcpProxy, batch: Batch, watch: Watch) -> tu
 
 
 def test_a_database_cut_mid_checkpoint_lets_go_of_the_claims_and_moves_again_long_before_the_lease(
-    worker_process, make_event, make_user
+    worker_process, make_ledger, make_clerk
 ):
-    event = make_event(tickets=TOTAL)
+    ledger = make_ledger(records=TOTAL)
     database = urllib.parse.urlsplit(subprocess_database_url())
     with TcpProxy(database.hostname or "127.0.0.1", database.port or 5432) as proxy:
         credentials = database.netloc.rpartition("@")[0]
         proxied = urllib.parse.urlunsplit(database._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}"))
-        worker = worker_process(threads=RUNNERS, DATABASE_URL=proxied, DEMO_ITEM_DELAY_MS="10")
-        batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+        worker = worker_process(threads=RUNNERS, DATABASE_URL=proxied, RECORDS_ITEM_DELAY_MS="10")
+        batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
         watch = Watch(batch)
 
         moving_after, lease_at_cut = cut_and_wait_for_progress(proxy, batch, watch)
@@ -108,7 +108,7 @@ def test_a_database_cut_mid_checkpoint_lets_go_of_the_claims_and_moves_again_lon
         assert timezone.now() < lease_at_cut, "moved again by the claims let go, not by the lease running out"
 
         watch.until(lambda shown: not shown.is_active, timeout=180, what="the batch to finish")
-    assert_exactly_once(refreshed(batch), event, TOTAL)
+    assert_exactly_once(refreshed(batch), ledger, TOTAL)
     assert worker.process.poll() is None, "the worker rode out the cut"
     assert not watch.lies(), watch.lies()
 
@@ -130,13 +130,15 @@ def broker_behind_a_proxy(tmp_path) -> Iterator[tuple[str, TcpProxy]]:
 
 
 def test_a_broker_cut_at_the_hand_off_sends_the_lost_runners_again_when_it_is_back(
-    worker_process, make_event, make_user, broker_behind_a_proxy
+    worker_process, make_ledger, make_clerk, broker_behind_a_proxy
 ):
     broker_url, proxy = broker_behind_a_proxy
-    event = make_event(tickets=TOTAL)
+    ledger = make_ledger(records=TOTAL)
     # Runners hand over to a fresh message every second, so that each of them does during the cut.
-    worker = worker_process(threads=RUNNERS, REDIS_URL=broker_url, BATCHES_MESSAGE_SECONDS="1", DEMO_ITEM_DELAY_MS="10")
-    batch = start_batch(operation="reissue_tickets", data={"event_id": event.pk}, user=make_user("alice")).batch
+    worker = worker_process(
+        threads=RUNNERS, REDIS_URL=broker_url, BATCHES_MESSAGE_SECONDS="1", RECORDS_ITEM_DELAY_MS="10"
+    )
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
     watch = Watch(batch)
 
     moving_after, lease_at_cut = cut_and_wait_for_progress(proxy, batch, watch)
@@ -144,6 +146,6 @@ def test_a_broker_cut_at_the_hand_off_sends_the_lost_runners_again_when_it_is_ba
     assert timezone.now() < lease_at_cut, "moved again by runners sent again, not by the lease running out"
 
     watch.until(lambda shown: not shown.is_active, timeout=180, what="the batch to finish")
-    assert_exactly_once(refreshed(batch), event, TOTAL)
+    assert_exactly_once(refreshed(batch), ledger, TOTAL)
     assert worker.process.poll() is None, "the worker rode out the cut"
     assert not watch.lies(), watch.lies()

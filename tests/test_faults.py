@@ -3,7 +3,9 @@ BROKER_URL): workers killed with SIGKILL, the broker flushed or restarted, datab
 terminated. The batch must still complete, each record's effect exactly once, the counters equal to
 the truth in the tables."""
 
+import os
 import random
+import signal
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -12,9 +14,11 @@ import dramatiq
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
-from batches.models import Batch, BatchStatus, ItemFailure
+from batches.conf import batches_settings
+from batches.models import Batch, BatchStatus, Chunk, ItemFailure, Worker
 from batches.services import cancel_batch, start_batch
 from tests.support import TcpProxy, flush_broker, redis_server, refreshed, wait_until
 from tests.testapp.models import Record
@@ -193,3 +197,77 @@ def test_a_deploy_sigterm_hands_over_at_the_next_checkpoint_and_a_new_worker_fin
     worker_process(**FAULT_ENV, RECORDS_ITEM_DELAY_MS="1")
     wait_until(lambda: not refreshed(batch).is_active, timeout=120, what="the batch to finish")
     assert_exactly_once(batch, ledger, total)
+
+
+FREEZE_SECONDS = 20
+
+
+def test_a_frozen_worker_is_handed_over_without_waiting_for_it_and_its_checkpoint_is_refused(
+    worker_process, make_ledger, make_clerk
+):
+    """SIGSTOP one of two workers for 20 s mid-batch (a stop-the-world pause, a VM migration): the
+    survivor declares it dead after the silence limit and its chunks move again while it is still
+    frozen; the survivor's heartbeat never ages past half the silence limit meanwhile; once continued,
+    the frozen worker's checkpoint under way does not commit. The engine's defaults, but for a 1 s item
+    time limit (so that a checkpoint's transaction dies on the server 6.5 s into a freeze)."""
+    total = 6000
+    ledger = make_ledger(records=total)
+    env = {"RECORDS_FAIL_EVERY": "97", "RECORDS_ITEM_TIME_LIMIT": "1", "RECORDS_ITEM_DELAY_MS": "10"}
+    frozen, survivor = worker_process(**env), worker_process(**env)
+    workers = wait_until(
+        lambda: len(rows := list(Worker.objects.filter(gone_at__isnull=True))) == 2 and rows,
+        timeout=60,
+        what="two registered workers",
+    )
+    frozen_id = next(row.pk for row in workers if os.getpgid(row.pid) == frozen.process.pid)
+    survivor_id = next(row.pk for row in workers if row.pk != frozen_id)
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=make_clerk("alice")).batch
+    wait_until(
+        lambda: (
+            Chunk.objects.filter(batch=batch, claimed_by=frozen_id, finished_at__isnull=True).exists()
+            and refreshed(batch).processed > 300
+        ),
+        timeout=60,
+        what="the worker to be frozen at work on a chunk",
+    )
+
+    os.killpg(frozen.process.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        held = dict(
+            Chunk.objects.filter(batch=batch, claimed_by=frozen_id, finished_at__isnull=True).values_list(
+                "pk", "cursor"
+            )
+        )
+        ages: list[float] = []
+        moved_after = None
+        while time.monotonic() - stopped < FREEZE_SECONDS:
+            heard = Worker.objects.filter(pk=survivor_id).values_list("heartbeat_at", flat=True).get()
+            ages.append((timezone.now() - heard).total_seconds())
+            moved = Chunk.objects.filter(pk__in=held).exclude(claimed_by=frozen_id)
+            if moved_after is None and any(
+                cursor != held[pk] or finished
+                for pk, cursor, finished in moved.values_list("pk", "cursor", "finished_at")
+            ):
+                moved_after = time.monotonic() - stopped
+            time.sleep(0.2)
+    finally:
+        os.killpg(frozen.process.pid, signal.SIGCONT)
+
+    print(
+        f"frozen for {FREEZE_SECONDS}s: its chunks moving again {moved_after and round(moved_after, 1)}s into the"
+        f" freeze; survivor's heartbeat at most {max(ages):.1f}s old"
+    )
+    assert held, "the frozen worker held a chunk"
+    assert moved_after is not None, "the frozen worker's chunks moved on while it was still stopped"
+    assert max(ages) <= batches_settings.WORKER_SILENCE_SECONDS / 2, "the survivor's heartbeat never waited"
+
+    wait_until(lambda: not refreshed(batch).is_active, timeout=180, what="the batch to finish")
+    assert_exactly_once(batch, ledger, total)
+    wait_until(
+        lambda: "declared dead while alive" in frozen.log(), timeout=30, what="the frozen worker to wake to its death"
+    )
+    log = frozen.log()
+    # Refused for its token, or ended by the server (idle in its transaction past the item time limit).
+    assert "refused" in log or "server closed the connection" in log, "its checkpoint under way did not commit"
+    assert frozen.process.poll() is None and survivor.process.poll() is None

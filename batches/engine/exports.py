@@ -2,10 +2,12 @@
 batch has finished, and the sweep that deletes expired files.
 
 Exactly once, in key order, through crashes: a checkpoint writes the rows of the keys it did (after
-its cursor, up to its new cursor) as one part, named by its chunk and that starting cursor, and
-records the part in its own transaction. A checkpoint lost to a crash is redone from the same
-cursor, so its part is written under the same name again, replacing whatever the lost attempt
-left; only committed parts are recorded, and the file is their concatenation in key order.
+its cursor, up to its new cursor) as one part, under a name of that attempt's own (its chunk, its
+starting cursor and a random suffix), and records the part in its own transaction. Only committed
+parts are recorded, and the file is their concatenation in key order. A checkpoint lost to a crash,
+or refused because its claim was handed over (batches.engine.state.record_checkpoint: two runners
+may then run the same range at once), leaves a part nobody recorded; it cannot replace a committed
+part, since no two attempts share a name, and assembly deletes the parts folder whole.
 Assembly runs under the batch's row lock (skip locked: two workers never both assemble) and
 records the file in the same transaction that deletes the parts' records, so it is redone whole
 if it dies half way, and done once.
@@ -19,6 +21,7 @@ import io
 import logging
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -49,8 +52,12 @@ def folder(batch_id: int) -> str:
     return f"batches/exports/{batch_id}"
 
 
+def parts_folder(batch_id: int) -> str:
+    return f"{folder(batch_id)}/parts"
+
+
 def part_name(batch_id: int, chunk_index: int, after_key: int) -> str:
-    return f"{folder(batch_id)}/parts/{chunk_index:06d}-{after_key:020d}.csv"
+    return f"{parts_folder(batch_id)}/{chunk_index:06d}-{after_key:020d}-{uuid.uuid4().hex[:12]}.csv"
 
 
 # --- parts, one per checkpoint ------------------------------------------------------------------
@@ -101,14 +108,9 @@ def write_part(op: Export, chunk: Chunk, after: int | None) -> ExportPart:
     with tempfile.TemporaryFile() as out:
         count = write_rows(rows(op, items, chunk.batch.params), out)
         out.seek(0)
-        name = _save(storage, part_name(chunk.batch_id, chunk.index, after or 0), out)
+        wanted = part_name(chunk.batch_id, chunk.index, after or 0)
+        name = storage.save(wanted, File(out, name=wanted))
     return ExportPart(batch_id=chunk.batch_id, after_key=after or 0, last_key=chunk.cursor, name=name, rows=count)
-
-
-def _save(storage: Storage, name: str, content: IO[bytes]) -> str:
-    """Save under `name`, replacing what a lost attempt left there; the name the storage used."""
-    storage.delete(name)
-    return storage.save(name, File(content, name=name))
 
 
 # --- the file, once the batch has finished -------------------------------------------------------
@@ -167,7 +169,9 @@ def assemble(batch_id: int, now: datetime | None = None) -> bool:
         )
         ExportPart.objects.filter(batch_id=batch_id).delete()
         names = [part for part, _ in parts]
-        transaction.on_commit(lambda: _delete_quietly(storage, names), robust=True)
+        transaction.on_commit(
+            lambda: _delete_quietly(storage, names + _unrecorded(storage, batch_id, names)), robust=True
+        )
     logger.info("Export of batch %s assembled: %s.", batch_id, name)
     return True
 
@@ -206,6 +210,21 @@ def _measure(out: IO[bytes]) -> tuple[int, str]:
         size += len(block)
     out.seek(0)
     return size, digest.hexdigest()
+
+
+def _save(storage: Storage, name: str, content: IO[bytes]) -> str:
+    """Save under `name`, replacing what a lost attempt left there; the name the storage used."""
+    storage.delete(name)
+    return storage.save(name, File(content, name=name))
+
+
+def _unrecorded(storage: Storage, batch_id: int, recorded: list[str]) -> list[str]:
+    """Parts of attempts that never committed (crashed or refused), still in the parts folder."""
+    try:
+        _, files = storage.listdir(parts_folder(batch_id))
+    except (FileNotFoundError, NotImplementedError):
+        return []
+    return sorted({f"{parts_folder(batch_id)}/{name}" for name in files} - set(recorded))
 
 
 def _delete_quietly(storage: Storage, names: Iterable[str]) -> None:

@@ -38,9 +38,10 @@ def _engine_side() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
 
 
 class WorkerLifecycle(Middleware):
-    """The worker process in the registry (heartbeat, and the sweep for dead workers, from a thread
-    of its own); the sweep for stale batches and expired idempotency keys; on shutdown, running
-    chunks hand over at their next checkpoint and the worker leaves the registry."""
+    """The worker process in the registry (its heartbeat, from a thread of its own that does nothing
+    else); the sweeps for dead workers, runners that are not running, stale batches and expired
+    idempotency keys, from another; on shutdown, running chunks hand over at their next checkpoint
+    and the worker leaves the registry."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -84,8 +85,7 @@ class WorkerLifecycle(Middleware):
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                workers.heartbeat()
-                workers.sweep_dead()
+                workers.heartbeat()  # only this: a sweep that waited on a lost worker would silence this one
             except Exception:
                 logger.exception("The worker heartbeat failed; it will try again.")
                 connections.close_all()
@@ -94,19 +94,21 @@ class WorkerLifecycle(Middleware):
         connections.close_all()
 
     def _sweep_periodically(self) -> None:
-        """Every heartbeat interval, runners that are not running (workers.sweep_runners); every
-        BATCHES_SWEEP_SECONDS, stale batches, expired idempotency keys and long-gone workers. A thread
-        apart from the heartbeat's: a send to a broker that does not answer never delays a heartbeat."""
+        """Every heartbeat interval, dead workers (workers.sweep_dead) and runners that are not running
+        (workers.sweep_runners); every BATCHES_SWEEP_SECONDS, stale batches, expired idempotency keys
+        and long-gone workers. A thread apart from the heartbeat's: a row a lost worker holds, or a send
+        to a broker that does not answer, never delays a heartbeat."""
         _, recovery, workers, idempotency = _engine_side()
         from . import exports
 
         next_sweep = 0.0
         while True:
-            try:
-                workers.sweep_runners()
-            except Exception:
-                logger.exception("The sweep for runners failed; it will try again.")
-                connections.close_all()
+            for sweep, what in ((workers.sweep_dead, "dead workers"), (workers.sweep_runners, "runners")):
+                try:
+                    sweep()
+                except Exception:
+                    logger.exception("The sweep for %s failed; it will try again.", what)
+                    connections.close_all()
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + batches_settings.SWEEP_SECONDS
                 try:

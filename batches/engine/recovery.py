@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from batches.models import Batch
 
-from . import state
+from . import state, waits
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def recover_stale(now: datetime | None = None) -> list[Recovered]:
     now = now or timezone.now()
     recovered: list[Recovered] = []
     while True:
-        with transaction.atomic():
+        with waits.bookkeeping():  # a chunk a frozen worker has locked: this sweep gives up, the next one tries
             batch = (
                 Batch.objects.active()
                 .filter(lease_expires_at__lt=now)

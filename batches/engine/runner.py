@@ -1,9 +1,12 @@
 """The worker side: plan a batch into chunks, run a chunk checkpoint by checkpoint, close the batch.
 
 Every checkpoint commits the items' effects, the chunk cursor, the batch counters and the heartbeat
-in one transaction, under a lock on the chunk row. A worker that dies mid-checkpoint rolls all of it
-back; whoever picks the chunk up next starts from the committed cursor. So each item's database
-effect happens exactly once, however often a message is delivered.
+in one transaction. It reads the chunk (its cursor and its claim's token) without locking it, does
+the items, and commits only if the chunk still has that token and that cursor
+(state.record_checkpoint): else it rolls back, its items' effects with it. A worker that dies, or is
+frozen, or is cut off mid-checkpoint, has all of it rolled back; whoever picks the chunk up next
+starts from the committed cursor, without waiting for it. So each item's database effect happens
+exactly once, however often a message is delivered, and whoever is in charge of a chunk now.
 
 A checkpoint only commits while its batch is still running: the counters are written by an UPDATE
 conditional on that status, and if a cancel (or a failure threshold) got there first, the whole
@@ -28,7 +31,7 @@ from batches.conf import batches_settings
 from batches.models import BatchStatus, Chunk, ItemFailure
 from batches.operations import BatchContext, Export, ItemContext, Operation, get_operation
 
-from . import exports, scheduler, state, worker_metrics, workers
+from . import exports, scheduler, state, waits, worker_metrics, workers
 from .done_keys import DoneKeys
 from .items import batch_items
 from .timeouts import ItemTimedOut, time_limit
@@ -85,17 +88,18 @@ def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerO
     running = workers.me.running
     while True:
         with running.claiming():
-            chunk_id = state.claim_chunk(batch_id, worker_id)
-            if chunk_id is not None:
-                running.hold(chunk_id)
-        if chunk_id is None:
+            claim = state.claim_chunk(batch_id, worker_id)
+            if claim is not None:
+                running.hold(claim.chunk_id)
+        if claim is None:
             return RunnerOutcome.DONE
+        chunk_id = claim.chunk_id
         try:
-            chunk_state = run_chunk(chunk_id, deadline=deadline, worker_id=worker_id)
+            chunk_state = run_chunk(chunk_id, deadline=deadline, worker_id=worker_id, token=claim.token)
             if chunk_state not in (ChunkState.FINISHED, ChunkState.GONE):
-                state.release_claim(chunk_id, worker_id)
+                state.release_claim(chunk_id, worker_id, claim.token)
         except BaseException:
-            _let_go_on_the_way_out(chunk_id, worker_id)
+            _let_go_on_the_way_out(chunk_id, worker_id, claim.token)
             raise
         finally:
             running.let_go(chunk_id)
@@ -105,7 +109,7 @@ def run_runner(batch_id: int, *, budget_seconds: float | None = None) -> RunnerO
             return RunnerOutcome.AGAIN
 
 
-def _let_go_on_the_way_out(chunk_id: int, worker_id: int | None) -> None:
+def _let_go_on_the_way_out(chunk_id: int, worker_id: int | None, token: int) -> None:
     """A runner that fails (the database or the broker gone, an operation's error) releases its chunk,
     so that its retry, or another runner, may take it at once. When the database is gone this fails
     too: then the heartbeat finds the claim held with no runner on it and lets go of it then
@@ -114,7 +118,7 @@ def _let_go_on_the_way_out(chunk_id: int, worker_id: int | None) -> None:
     try:
         if not connection.in_atomic_block:  # (a test's transaction is its own to end)
             connection.close_if_unusable_or_obsolete()  # a connection the failure broke: a fresh one
-        state.release_claim(chunk_id, worker_id)
+        state.release_claim(chunk_id, worker_id, token)
     except Exception as exc:
         logger.warning("Runner of chunk %s could not let go of it (%s); the heartbeat will.", chunk_id, exc)
 
@@ -125,6 +129,7 @@ def run_chunk(
     budget_seconds: float | None = None,
     deadline: float | None = None,
     worker_id: int | None = None,
+    token: int | None = None,
 ) -> ChunkState:
     """Run checkpoints on a chunk until it finishes (FINISHED), is taken away or its batch ended
     (GONE), its turn is over while other chunks of its batch wait (ROTATE), or it should go back
@@ -136,7 +141,7 @@ def run_chunk(
     turn_ends = time.monotonic() + batches_settings.SLICE_SECONDS
     pace = Pace()
     while True:
-        chunk_state = run_checkpoint(chunk_id, pace=pace, worker_id=worker_id)
+        chunk_state = run_checkpoint(chunk_id, pace=pace, worker_id=worker_id, token=token)
         if chunk_state is not ChunkState.MORE:
             return chunk_state
         now = time.monotonic()
@@ -158,25 +163,45 @@ def run_checkpoint(
     clock: Callable[[], float] = time.monotonic,
     pace: Pace | None = None,
     worker_id: int | None = None,
+    token: int | None = None,
 ) -> ChunkState:
+    """One checkpoint of a chunk, under the claim `token` (None: whatever claim the chunk has now, as a
+    test or a shell runs it; the commit is fenced all the same)."""
     began = clock()
-    with transaction.atomic():
-        chunk = Chunk.objects.select_for_update(of=("self",)).select_related("batch").filter(pk=chunk_id).first()
-        if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
-            return ChunkState.GONE
-        if worker_id is not None and chunk.claimed_by_id != worker_id:
-            return ChunkState.GONE  # handed to another runner: this worker was declared dead
-        op = get_operation(chunk.batch.operation)
-        after = chunk.cursor if chunk.cursor is not None else chunk.after_key
+    chunk = Chunk.objects.select_related("batch").filter(pk=chunk_id).first()
+    if chunk is None or chunk.finished_at is not None or chunk.batch.status != BatchStatus.RUNNING:
+        return ChunkState.GONE
+    if (worker_id is not None and chunk.claimed_by_id != worker_id) or token not in (None, chunk.claim_generation):
+        return ChunkState.GONE  # handed to another runner: this worker was declared dead
+    op = get_operation(chunk.batch.operation)
+    began_from = chunk.cursor
+    after = chunk.cursor if chunk.cursor is not None else chunk.after_key
+    with waits.checkpoint(op.item_time_limit):
         done, failures, exhausted = _process_items(
             op, chunk, clock() + batches_settings.CHECKPOINT_SECONDS, clock, pace or Pace()
         )
         # An export's rows of this checkpoint, written before it commits and recorded with it.
         part = exports.write_part(op, chunk, after) if isinstance(op, Export) and chunk.cursor != after else None
-        if not state.record_checkpoint(
-            chunk, op, done=done, failures=failures, exhausted=exhausted, now=timezone.now(), part=part
-        ):
-            return ChunkState.GONE  # cancelled or failed meanwhile: rolled back, its items skipped
+        outcome = state.record_checkpoint(
+            chunk,
+            op,
+            token=chunk.claim_generation,
+            began_from=began_from,
+            done=done,
+            failures=failures,
+            exhausted=exhausted,
+            now=timezone.now(),
+            part=part,
+        )
+    if outcome is state.Checkpointed.REFUSED:
+        logger.warning(
+            "Checkpoint of chunk %s refused: the chunk was handed over (or moved on) while it ran; its %s "
+            "item(s) rolled back.",
+            chunk_id,
+            done.count + len(failures),
+        )
+    if outcome is not state.Checkpointed.COMMITTED:
+        return ChunkState.GONE  # rolled back: cancelled or failed meanwhile (its items skipped), or taken
     worker_metrics.observe_checkpoint(op.name, clock() - began)
     workers.me.count_items(done.count + len(failures))
     return ChunkState.FINISHED if exhausted else ChunkState.MORE

@@ -8,11 +8,12 @@ workers, a cancel and a sweep can race on a batch and exactly one of them wins e
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -25,7 +26,7 @@ from batches.conf import batches_settings
 from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ExportPart, ItemFailure, Worker
 from batches.operations import Export, Operation, UnknownOperation, get_operation
 
-from . import dispatch, events
+from . import dispatch, events, waits
 from .done_keys import DoneKeys
 from .items import batch_items
 
@@ -152,44 +153,69 @@ def _snapshot_chunks(batch: Batch, op: Operation) -> None:
 # --- claims -----------------------------------------------------------------------------------
 
 
-def claim_chunk(batch_id: int, worker_id: int | None) -> int | None:
+# A claim is a lease with a fencing token: every claim, release and hand-over bumps the chunk's
+# claim_generation, and a runner's checkpoint commits only while the token it claimed with is still
+# the chunk's (runner.run_checkpoint). So a hand-over never waits for the runner it takes the chunk
+# from: it bumps the token, and that runner's next commit is refused.
+_NEXT_TOKEN = F("claim_generation") + 1
+
+
+class Claim(NamedTuple):
+    chunk_id: int
+    token: int
+
+
+def claim_chunk(batch_id: int, worker_id: int | None) -> Claim | None:
     """Claim the batch's unfinished chunk nobody holds that waited longest (never run first, then
-    in the order they were last let go); None when there is none."""
+    in the order they were last let go), with its new token; None when there is none."""
     with transaction.atomic():
         chunk = (
             Chunk.objects.filter(batch_id=batch_id, finished_at__isnull=True, claimed_by__isnull=True)
             .filter(batch__status=BatchStatus.RUNNING)
             .select_for_update(of=("self",), skip_locked=True)
             .order_by(F("claimed_at").asc(nulls_first=True), "index")
-            .only("pk")
+            .only("pk", "claim_generation")
             .first()
         )
         if chunk is None:
             return None
-        Chunk.objects.filter(pk=chunk.pk).update(claimed_by_id=worker_id, claimed_at=timezone.now())
-        return chunk.pk
+        Chunk.objects.filter(pk=chunk.pk).update(
+            claimed_by_id=worker_id, claimed_at=timezone.now(), claim_generation=_NEXT_TOKEN
+        )
+        return Claim(chunk.pk, chunk.claim_generation + 1)
 
 
-def release_claim(chunk_id: int, worker_id: int | None) -> None:
+def release_claim(chunk_id: int, worker_id: int | None, token: int | None = None) -> None:
     """Let go of a chunk; its claimed_at stays, so that the chunk waiting longest is claimed next."""
-    Chunk.objects.filter(pk=chunk_id, claimed_by_id=worker_id).update(claimed_by=None)
+    mine = Chunk.objects.filter(pk=chunk_id, claimed_by_id=worker_id)
+    if token is not None:
+        mine = mine.filter(claim_generation=token)
+    mine.update(claimed_by=None, claim_generation=_NEXT_TOKEN)
 
 
-def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int:
+def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None, first: bool = True) -> int:
     """Release every chunk a worker held and send runners for them at once; call in a transaction.
 
     `lost`: the worker died (rather than stopped): its batches show it until each of these chunks
-    has made its next checkpoint. Unclaimed, they are the first to be claimed again.
+    has made its next checkpoint. Unclaimed, they are the first to be claimed again. Each claim's
+    token is bumped, so that the lost worker, should it wake, has its next checkpoint refused.
+    Never waits on the lost worker: a chunk row it has locked (a checkpoint caught committing) is
+    left for a later sweep (`hand_over_leftovers`, `first` False: the loss was told the first time).
     """
     now = now or timezone.now()
-    held = Counter(Chunk.objects.filter(claimed_by_id=worker_id).values_list("batch_id", flat=True))
-    if not held:
-        return 0
-    Chunk.objects.filter(claimed_by_id=worker_id).update(
-        claimed_by=None, claimed_at=None, handed_over_at=now if lost else None
+    held_chunks = list(
+        Chunk.objects.filter(claimed_by_id=worker_id)
+        .select_for_update(of=("self",), skip_locked=True)
+        .values_list("pk", "batch_id")
     )
+    if not held_chunks:
+        return 0
+    Chunk.objects.filter(pk__in=[pk for pk, _ in held_chunks], claimed_by_id=worker_id).update(
+        claimed_by=None, claimed_at=None, handed_over_at=now if lost else None, claim_generation=_NEXT_TOKEN
+    )
+    held = Counter(batch_id for _, batch_id in held_chunks)
     batch_ids = sorted(held)
-    if lost:
+    if lost and first:
         _record_loss(worker_id, batch_ids, now)
         for batch_id in batch_ids:
             events.emit("worker_lost", batch_id, worker_id=worker_id, chunks=held[batch_id])
@@ -200,6 +226,18 @@ def hand_over(worker_id: int, *, lost: bool, now: datetime | None = None) -> int
 
     transaction.on_commit(send, robust=True)
     return held.total()
+
+
+def hand_over_leftovers(now: datetime | None = None) -> int:
+    """Hand over the chunks still claimed by workers that have left or were declared dead: those whose
+    rows were locked when they were handed over (skipped then, never waited on). How many."""
+    handed = 0
+    for worker_id in set(
+        Chunk.objects.filter(claimed_by__gone_at__isnull=False).values_list("claimed_by_id", flat=True)
+    ):
+        with waits.bookkeeping():
+            handed += hand_over(worker_id, lost=True, now=now, first=False)
+    return handed
 
 
 def _record_loss(worker_id: int, batch_ids: list[int], now: datetime) -> None:
@@ -222,7 +260,7 @@ def let_go_unrun(worker_id: int, running: Collection[int], claimed_before: datet
     failed before they could let go, e.g. a database cut mid-checkpoint) and send runners for them;
     how many. Only claims made before `claimed_before`, a moment before the worker took the list of
     what it runs. Never waits: a chunk row locked by anyone is left for the next sweep."""
-    with transaction.atomic():
+    with waits.bookkeeping():
         orphans = list(
             Chunk.objects.filter(claimed_by_id=worker_id, finished_at__isnull=True, claimed_at__lt=claimed_before)
             .exclude(pk__in=list(running))
@@ -232,7 +270,7 @@ def let_go_unrun(worker_id: int, running: Collection[int], claimed_before: datet
         if not orphans:
             return 0
         Chunk.objects.filter(pk__in=[pk for pk, _ in orphans], claimed_by_id=worker_id).update(
-            claimed_by=None, claimed_at=None
+            claimed_by=None, claimed_at=None, claim_generation=_NEXT_TOKEN
         )
         held = Counter(batch_id for _, batch_id in orphans)
         for batch_id, chunks in held.items():
@@ -277,7 +315,7 @@ def top_up(batch: Batch, now: datetime, grace: timedelta) -> int:
         lease = lease_for(get_operation(batch.operation))
     except UnknownOperation:
         return 0  # the recovery sweep fails it, with the reason
-    with transaction.atomic():
+    with waits.bookkeeping():
         mine = (
             Batch.objects.filter(pk=batch.pk, status=BatchStatus.RUNNING, lease_expires_at__lt=now + lease - grace)
             .select_for_update(skip_locked=True)
@@ -295,30 +333,44 @@ def top_up(batch: Batch, now: datetime, grace: timedelta) -> int:
 # --- checkpoints and the end ------------------------------------------------------------------
 
 
-_CHECKPOINTED_FIELDS = (
-    "cursor",
-    "done_count",
-    "failed_count",
-    "finished_at",
-    "claimed_by",
-    "claimed_at",
-    "handed_over_at",
-)
+class Checkpointed(enum.Enum):
+    COMMITTED = "committed"
+    REFUSED = "refused"  # the claim was handed over (or the chunk moved on) meanwhile: rolled back
+    ENDED = "ended"  # the batch was cancelled or failed meanwhile: rolled back, its items skipped
 
 
 def record_checkpoint(
     chunk: Chunk,
     op: Operation,
     *,
+    token: int,
+    began_from: int | None,
     done: DoneKeys,
     failures: list[ItemFailure],
     exhausted: bool,
     now: datetime,
     part: ExportPart | None = None,
-) -> bool:
+) -> Checkpointed:
     """Commit a checkpoint's counters, cursor, failures and the keys it did with the items' effects
-    (the caller's transaction, holding the chunk's row lock). False when the batch ended meanwhile:
-    then the whole checkpoint is rolled back, so that its items count as skipped and nothing else."""
+    (the caller's transaction). Only if the chunk still has the claim's `token` and the cursor the
+    checkpoint `began_from`; else, or when the batch ended meanwhile, the whole checkpoint is rolled
+    back, its items' effects with it.
+
+    The chunk's row is updated by one UPDATE conditional on both: Postgres takes its row lock
+    and, should another transaction have changed the row meanwhile, waits for it to end and checks the
+    condition again against what it committed. So of two transactions that began a chunk from the
+    same cursor, at most one commits: the other finds the cursor moved (or the token bumped), and its
+    items roll back. The cursor only moves forward, so the ranges committed are consecutive and
+    disjoint: every item once. The row stays locked only from this UPDATE to the commit.
+    """
+    chunk.done_count += done.count
+    chunk.failed_count += len(failures)
+    progress: dict[str, Any] = {
+        "cursor": chunk.cursor,
+        "done_count": F("done_count") + done.count,
+        "failed_count": F("failed_count") + len(failures),
+        "handed_over_at": None,
+    }
     counters: dict[str, Any] = {
         "done_count": F("done_count") + done.count,
         "failed_count": F("failed_count") + len(failures),
@@ -326,31 +378,30 @@ def record_checkpoint(
         "lease_expires_at": now + lease_for(op),
         "recoveries": 0,
     }
-    chunk.done_count += done.count
-    chunk.failed_count += len(failures)
-    chunk.handed_over_at = None
     if exhausted:
-        chunk.finished_at = now
-        chunk.claimed_by = None
-        chunk.claimed_at = None
+        progress.update(finished_at=now, claimed_by=None, claimed_at=None)
         # Items that vanished between planning and running are counted, not lost.
         counters["skipped_count"] = F("skipped_count") + max(0, chunk.size - chunk.done_count - chunk.failed_count)
         counters["pending_chunks"] = F("pending_chunks") - 1
+    # The batch's row first, then the chunk's: the order an end (batch, then its chunks' claims) takes.
     if not Batch.objects.filter(pk=chunk.batch_id, status=BatchStatus.RUNNING).update(**counters):
         transaction.set_rollback(True)
-        return False
+        return Checkpointed.ENDED
+    fenced = Chunk.objects.filter(pk=chunk.pk, claim_generation=token, cursor=began_from, finished_at__isnull=True)
+    if not fenced.update(**progress):
+        transaction.set_rollback(True)
+        return Checkpointed.REFUSED
     ItemFailure.objects.bulk_create(failures)
     if part is not None:
         part.save()
     if done.count:
         _record_done(chunk.batch_id, done, now)
-    chunk.save(update_fields=_CHECKPOINTED_FIELDS)
     events.progress(chunk.batch_id)
     if failures and op.max_failures is not None:
         _fail_over_threshold(chunk.batch_id, op.max_failures, now)
     if exhausted and _close_if_complete(chunk.batch_id, now):
         _file_follows(chunk.batch_id, op)
-    return True
+    return Checkpointed.COMMITTED
 
 
 def _record_done(batch_id: int, done: DoneKeys, now: datetime) -> None:
@@ -427,7 +478,9 @@ def end(
 
 
 def _free_claims(batch_id: int) -> None:
-    Chunk.objects.filter(batch_id=batch_id, claimed_by__isnull=False).update(claimed_by=None, claimed_at=None)
+    Chunk.objects.filter(batch_id=batch_id, claimed_by__isnull=False).update(
+        claimed_by=None, claimed_at=None, claim_generation=_NEXT_TOKEN
+    )
 
 
 # --- recovery ---------------------------------------------------------------------------------

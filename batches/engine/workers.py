@@ -2,12 +2,14 @@
 
 Each `rundramatiq` process registers a `Worker` row as it boots and heartbeats it every
 BATCHES_WORKER_HEARTBEAT_SECONDS from a thread of its own (batches/engine/middleware.py), whatever its
-items are doing. The same thread sweeps: a worker silent for BATCHES_WORKER_SILENCE_SECONDS, or
-one on this host whose process is gone, is declared dead by a conditional UPDATE (one sweeper
-wins), and the chunks it held are handed over at once (state.hand_over). A worker stopping on
-SIGTERM leaves the registry. A worker declared dead that was only slow finds its heartbeat
-refused, registers anew, and its old claims are no longer its own: its runners stop at their
-next checkpoint, and the chunk's row lock has kept every item exactly once meanwhile.
+items are doing; that thread does nothing else, and nothing that could wait on another worker. The
+sweep thread looks for the dead: a worker silent for BATCHES_WORKER_SILENCE_SECONDS, or one on this
+host whose process is gone, is declared dead by a conditional UPDATE (one sweeper wins), and the
+chunks it held are handed over at once (state.hand_over), their claims' tokens bumped, without
+waiting on any lock it holds. A worker stopping on SIGTERM leaves the registry. A worker declared
+dead that was only slow (frozen, cut off) finds its heartbeat refused, registers anew, and its old
+claims are no longer its own: its checkpoint under way is refused and rolled back, and its runners
+stop.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import version
 
-from django.db import transaction
+from django.db import OperationalError
 from django.utils import timezone
 
 from batches.conf import batches_settings
 from batches.models import Chunk, Worker
 
-from . import dispatch, state
+from . import dispatch, state, waits
 from .status import UNCLAIMED_GRACE
 
 logger = logging.getLogger(__name__)
@@ -125,9 +127,10 @@ def heartbeat(now: datetime | None = None, clock: float | None = None) -> bool:
         items, (last_items, last_clock) = me.items_done, me._reported
     seconds = (now.timestamp() - last_clock) if last_clock else 0.0
     rate = (items - last_items) / seconds if seconds > 0 else 0.0
-    alive = Worker.objects.filter(pk=me.worker_id, gone_at__isnull=True).update(
-        heartbeat_at=now, items_done=items, items_per_second=rate
-    )
+    with waits.bookkeeping():
+        alive = Worker.objects.filter(pk=me.worker_id, gone_at__isnull=True).update(
+            heartbeat_at=now, items_done=items, items_per_second=rate
+        )
     me._reported = (items, now.timestamp())
     if not alive:
         logger.warning("Worker #%s was declared dead while alive; registering again.", me.worker_id)
@@ -139,7 +142,7 @@ def leave(reason: str = "stopped") -> None:
     """This process stops: it leaves the registry; whatever it still held is handed over."""
     if me.worker_id is None:
         return
-    with transaction.atomic():
+    with waits.bookkeeping():
         if Worker.objects.filter(pk=me.worker_id, gone_at__isnull=True).update(
             gone_at=timezone.now(), gone_reason=reason
         ):
@@ -149,7 +152,8 @@ def leave(reason: str = "stopped") -> None:
 
 def sweep_dead(now: datetime | None = None) -> list[int]:
     """Declare dead every worker silent too long or, on this host, whose process is gone; hand over
-    what each held. Safe to run from every worker at once: each death is declared once."""
+    what each held. Safe to run from every worker at once: each death is declared once. Never waits
+    on the dead: what it has locked is left (its declaration, or a chunk) for the next sweep."""
     now = now or timezone.now()
     suspects = Worker.objects.filter(gone_at__isnull=True).exclude(pk=me.worker_id)
     silent = set(suspects.filter(heartbeat_at__lt=now - silence()).values_list("pk", flat=True))
@@ -157,18 +161,30 @@ def sweep_dead(now: datetime | None = None) -> list[int]:
     declared: list[int] = []
     for worker_id in sorted(silent | vanished):
         reason = "its process is gone" if worker_id in vanished else "silent for too long"
-        with transaction.atomic():
-            if Worker.objects.filter(pk=worker_id, gone_at__isnull=True).update(gone_at=now, gone_reason=reason):
+        try:
+            with waits.bookkeeping():
+                if not Worker.objects.filter(pk=worker_id, gone_at__isnull=True).update(
+                    gone_at=now, gone_reason=reason
+                ):
+                    continue
                 handed = state.hand_over(worker_id, lost=True, now=now)
                 replanned = state.replan_for(worker_id)
-                logger.warning(
-                    "Worker #%s declared dead (%s); %s chunk(s) handed over, %s batch(es) sent to be planned again.",
-                    worker_id,
-                    reason,
-                    handed,
-                    len(replanned),
-                )
-                declared.append(worker_id)
+        except OperationalError as exc:
+            if not waits.is_lock_wait(exc):
+                raise
+            logger.warning("Worker #%s is to be declared dead, but a row is locked (%s); next sweep.", worker_id, exc)
+            continue
+        logger.warning(
+            "Worker #%s declared dead (%s); %s chunk(s) handed over, %s batch(es) sent to be planned again.",
+            worker_id,
+            reason,
+            handed,
+            len(replanned),
+        )
+        declared.append(worker_id)
+    leftovers = state.hand_over_leftovers(now)
+    if leftovers:
+        logger.warning("%s chunk(s) of workers gone were locked as they were handed over; handed over now.", leftovers)
     return declared
 
 
@@ -178,7 +194,7 @@ def sweep_runners(now: datetime | None = None) -> tuple[int, dict[int, int]]:
     gone could not), and running batches no runner is at work on get runners (those lost on the way:
     a broker that refused a runner's successor, a flushed broker). (Chunks let go, {batch: runners sent}.)
     Run every few seconds by each worker; duplicate runners are harmless (the scheduler ends them, the
-    chunk row lock keeps items once), a lost one is sent again at the next sweep."""
+    fenced commit keeps items once), a lost one is sent again at the next sweep."""
     now = now or timezone.now()  # before the snapshot: a claim made after it is left alone
     running = me.running.snapshot()
     let_go = 0

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0007_checkpoint_outcomes'),
+        ('batches', '0008_claim_generation'),
     ]
 
     operations = [
