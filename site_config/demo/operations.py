@@ -1,4 +1,5 @@
-"""The demo operation: reissue every ticket of an event (a new code, reissue_count + 1)."""
+"""The demo operations: reissue every ticket of an event (a new code, reissue_count + 1), or the tickets
+selected in the admin."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from django.utils import timezone
 from pydantic import Field
 
 from batches.operations import BatchContext, ItemContext, ObjectId, Operation, register
+from batches.selection import SelectedRows
 
 from .models import Event, Ticket
 
@@ -99,3 +101,16 @@ class ReissueTickets(Operation):
     @staticmethod
     def _blocked(seat: int) -> bool:
         return bool(settings.DEMO_FAIL_EVERY) and seat % settings.DEMO_FAIL_EVERY == 0
+
+
+@register
+class ReissueSelectedTickets(SelectedRows, ReissueTickets):
+    """The same reissue over the tickets someone selected in the admin's ticket list (its action
+    "Reissue selected tickets"): ticked ones, or all those its filters and search match."""
+
+    name = "reissue_selected_tickets"
+    label = "Reissue selected tickets"
+    model = Ticket
+
+    def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        return super().may_act(user, params) and self.may_see_all(user)
