@@ -20,6 +20,7 @@ class TicketAdmin(CheckedSelection, admin.ModelAdmin):  # a forged selection: a 
     list_filter = ["event"]
     search_fields = ["holder", "code"]
     list_select_related = ["event"]
+    show_full_result_count = False  # one count of a filtered list (of up to millions), not two
     actions = [batch_action(ReissueSelectedTickets, name="reissue_selected", permissions=["reissue"])]
 
     def has_reissue_permission(self, request: HttpRequest) -> bool:
