@@ -2,7 +2,8 @@
 
 Done items come from the keys each checkpoint recorded (batches.done_keys), failed ones from the
 failures recorded with their errors, skipped ones (after a cancel or a failure threshold) from the
-items its unfinished chunks had not reached, as its operation lists them now. So the report of an
+items its unfinished chunks had not reached, as its operation lists them now, and in one row how
+many were gone (deleted, or no longer its items) by the time their turn came. So the report of an
 operation whose effect takes items out of its own `items()` (mark unpaid invoices paid) lists every
 item it did, and an item deleted since is still listed, by its primary key, as no longer existing.
 
@@ -77,17 +78,18 @@ def outcomes(batch: Batch, op: Operation, page_size: int = 2000) -> Iterator[Row
     if not scope_gone:
         streams.append(_skipped(batch, op, reached, page_size))
     merged = heapq.merge(*streams, key=itemgetter(0))
-    done = 0
+    done = skipped = 0
     while page := list(islice(merged, page_size)):
         present = _present_items(op, batch.params, [pk for pk, _, _, _, item in page if item is None])
         for pk, outcome, key, error, loaded in page:
             item = loaded if loaded is not None else present.get(pk)
             done += outcome == "done"
+            skipped += outcome == "skipped"
             if item is None:
                 yield key or str(pk), outcome, error, GONE
             else:
                 yield key or op.item_key(item), outcome, error, op.item_label(item)
-    yield from _unlisted(batch, done, scope_gone)
+    yield from _unlisted(batch, done, scope_gone, skipped)
 
 
 def _done(batch: Batch, reached: _Reached) -> Iterator[_Outcome]:
@@ -165,7 +167,7 @@ def _scope_gone(batch: Batch, op: Operation) -> bool:
     return False
 
 
-def _unlisted(batch: Batch, listed_done: int, scope_gone: bool) -> Iterator[Row]:
+def _unlisted(batch: Batch, listed_done: int, scope_gone: bool, listed_skipped: int) -> Iterator[Row]:
     """Rows for the items that cannot be listed one by one, with how many and why."""
     unrecorded = batch.done_count - listed_done
     if unrecorded > 0:
@@ -175,6 +177,12 @@ def _unlisted(batch: Batch, listed_done: int, scope_gone: bool) -> Iterator[Row]
         where = batch.scope_label or batch.scope_key
         why = f"the batch's scope ({where}) no longer exists"
         yield "", "skipped", f"{_items(batch.skipped_count)} not listed one by one: {why}.", ""
+    elif (vanished := batch.skipped_count - listed_skipped) > 0:
+        # Planned, but gone (deleted, or no longer among the operation's items: an admin action's
+        # rows no longer matching its list's filters) when their chunk reached them: counted as
+        # skipped then; their keys were not kept.
+        why = "deleted, or no longer among the batch's items, by the time their turn came"
+        yield "", "skipped", f"{_items(vanished)} not listed one by one: {why}.", ""
 
 
 def _items(count: int) -> str:

@@ -297,6 +297,34 @@ def start_latency(big: Event) -> None:
     flush_broker()
 
 
+def admin_action_latency(big: Event) -> None:
+    """13. The admin's "Reissue selected tickets" over "Select all" of an event, through the whole
+    Django stack (the changelist's own counts included): the request records the selection and
+    starts the batch, never reading the selected rows."""
+    print("13. Admin action over a selection (POST /admin/demo/ticket/, select all)", flush=True)
+    admin, _ = get_user_model().objects.update_or_create(
+        username="bench-admin", defaults={"is_superuser": True, "is_staff": True, "is_active": True}
+    )
+    client = Client()
+    client.force_login(admin)
+    data: dict[str, Any] = {"action": "reissue_selected", "index": "0", "select_across": "1"}
+    for label, event in [("10 items", event_with(10)), ("1,000,000 items", big)]:
+        url = f"/admin/demo/ticket/?event__id__exact={event.pk}"
+        data["_selected_action"] = list(Ticket.objects.filter(event=event).values_list("pk", flat=True)[:100])  # page 1
+        samples = []
+        for _ in range(30):
+            started = time.perf_counter()
+            response = client.post(url, data)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 302 and "/progress/" in response["Location"], response
+            batch_id = int(response["Location"].rstrip("/").split("/")[-2])
+            end_batch(batch_id, BatchStatus.CANCELLED)
+        p50, p99 = percentile(samples, 50), percentile(samples, 99)
+        report(f"admin action, select all of {label}", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "p99 < 100 ms", p99 < 100)
+    Batch.objects.filter(operation="reissue_selected_tickets").delete()
+    flush_broker()
+
+
 # --- 4. polling cost, and 7. capacity ------------------------------------------------------
 POLLERS = 200
 TARGET_MS = 50
@@ -961,6 +989,7 @@ def main(argv: list[str]) -> int:
         (10, io_bound_threads),
         (11, outcome_recording),
         (12, lambda: export_rates(million())),
+        (13, lambda: admin_action_latency(million())),
     ]
     for number, row in rows:
         if not only or number in only:

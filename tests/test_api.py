@@ -114,11 +114,8 @@ def test_unknown_operation_is_400_listing_the_known_ones(api):
     response = post(api, "/api/batches", {"operation": "launch_rockets", "params": {}})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["code"] == "unknown_operation" and error["known_operations"] == [
-        "export_tickets",
-        "mark_records",
-        "reissue_tickets",
-    ]
+    known = ["export_tickets", "mark_records", "reissue_selected_tickets", "reissue_tickets"]
+    assert error["code"] == "unknown_operation" and error["known_operations"] == known
     assert "launch_rockets" in error["message"]
 
 
@@ -286,7 +283,7 @@ def test_the_report_counts_what_a_cancel_left_as_skipped(api, event, settings):
 def test_operations_are_listed_with_their_params(api):
     # Every registered operation: the demo's, and the engine's own tests' (tests/testapp).
     listed = {operation["name"]: operation for operation in api.get("/api/operations").json()}
-    assert set(listed) == {"reissue_tickets", "export_tickets", "mark_records"}
+    assert set(listed) == {"reissue_tickets", "reissue_selected_tickets", "export_tickets", "mark_records"}
     export_format = listed["export_tickets"]["params_schema"]["properties"]["format"]
     assert export_format["enum"] == ["csv", "xlsx"] and export_format["default"] == "csv"
     operation = listed["reissue_tickets"]

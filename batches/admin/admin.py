@@ -23,6 +23,7 @@ from batches.engine.status import describe, with_liveness
 from batches.models import ApiToken, Batch, Chunk, ItemFailure, Worker
 from batches.services import cancel_batch, retry_failed
 
+from .progress import ProgressPages
 from .selection import CheckedSelection
 
 FAILURES_INLINE = 20
@@ -61,7 +62,7 @@ class VisibleOperationFilter(BatchOperationFilter):
 
 
 @admin.register(Batch)
-class BatchAdmin(CheckedSelection, ReadOnlyAdmin):
+class BatchAdmin(ProgressPages, CheckedSelection, ReadOnlyAdmin):
     actions = ["cancel", "retry_failed_items", "resume_stale"]
     cancel_confirmation_template = "admin/batches/batch/cancel_selected_confirmation.html"
     list_display = [

@@ -8,3 +8,11 @@ class AdminConfig(AppConfig):
     name = "batches.admin"
     label = "batches_admin"
     verbose_name = "Bulk operations: admin"
+
+    def ready(self) -> None:
+        from batches.selection import set_resolver
+
+        from .selected_rows import resolve
+
+        # In the workers too: they list an admin action's selection again when they plan it.
+        set_resolver(resolve)

@@ -1,5 +1,5 @@
-"""The demo operations: reissue every ticket of an event (a new code, reissue_count + 1), and export them
-to a file (CSV or XLSX)."""
+"""The demo operations: reissue every ticket of an event (a new code, reissue_count + 1), or the tickets
+selected in the admin, and export an event's tickets to a file (CSV or XLSX)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.utils import timezone
 from pydantic import Field
 
 from batches.operations import BatchContext, Export, ItemContext, ObjectId, Operation, register
+from batches.selection import SelectedRows
 
 from .models import Event, Ticket
 
@@ -143,3 +144,15 @@ class ExportTickets(Export):
 
     def download_name(self, params: Mapping[str, Any], created_at: datetime) -> str:
         return f"tickets {self.scope_label(params)} {created_at:%Y-%m-%d}"
+
+
+class ReissueSelectedTickets(SelectedRows, ReissueTickets):
+    """The same reissue over the tickets someone selected in the admin's ticket list (its action
+    "Reissue selected tickets"): ticked ones, or all those its filters and search match."""
+
+    name = "reissue_selected_tickets"
+    label = "Reissue selected tickets"
+    model = Ticket
+
+    def may_act(self, user: AbstractBaseUser | AnonymousUser, params: Mapping[str, Any]) -> bool:
+        return super().may_act(user, params) and self.may_see_all(user)
