@@ -146,6 +146,7 @@ class ExportTickets(Export):
         return f"tickets {self.scope_label(params)} {created_at:%Y-%m-%d}"
 
 
+@register
 class ReissueSelectedTickets(SelectedRows, ReissueTickets):
     """The same reissue over the tickets someone selected in the admin's ticket list (its action
     "Reissue selected tickets"): ticked ones, or all those its filters and search match."""
