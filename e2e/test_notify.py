@@ -6,7 +6,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from batches.models import Batch
 
-from .conftest import log_in, start_run
+from .conftest import log_in, screenshot, start_run
 
 TICKETS = 120
 ITEM_DELAY_MS = "20"
@@ -50,6 +50,7 @@ def test_the_email_checkbox_is_ticked_for_a_long_operation_and_its_choice_is_kep
     assert Batch.objects.get().notify is False
 
 
+@pytest.mark.screenshots
 def test_a_batch_ending_in_a_background_tab_is_told_by_a_browser_notification(browser: Browser, scenario):
     context = browser.new_context()
     context.grant_permissions(["notifications"], origin=scenario["base"])
@@ -65,6 +66,8 @@ def test_a_batch_ending_in_a_background_tab_is_told_by_a_browser_notification(br
         "aria-pressed", "true"
     )
 
+    expect(page.get_by_label("Email me when it ends")).to_be_checked()
+    screenshot(page, "notifications.png")
     start_run(page)
     expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible()
     background(page)
