@@ -14,7 +14,8 @@ from batches.services import cancel_batch, start_batch
 from batches.testing import run_batch, run_to_end
 from tests.testapp.operations import MarkRecords
 
-pytestmark = pytest.mark.django_db
+# The outbox works on the zero-setup default too: `make run` on SQLite prints the emails.
+pytestmark = [pytest.mark.django_db, pytest.mark.both_backends]
 
 MARK_START = "/batches/start/mark_records/"
 REISSUE_START = "/batches/start/reissue_tickets/"
@@ -180,3 +181,14 @@ def test_a_batch_with_nothing_to_do_owes_its_email_too(clerk, make_ledger):
     assert batch.status == BatchStatus.FINISHED
     assert outbox.send_due() == 1
     assert "0 records: 0 done, 0 failed, 0 skipped." in emails_for(batch)[0].body
+
+
+def test_a_retry_asks_for_the_email_when_the_batch_it_retries_did(clerk, ledger, quick_records):
+    from batches.services import retry_failed
+
+    first = run_to_end(
+        start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=clerk, notify=True).batch
+    )
+    assert first.failed_count
+    retry = retry_failed(first.pk, user=clerk).batch
+    assert retry.notify is True
