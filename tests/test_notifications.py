@@ -115,15 +115,21 @@ def checkbox(html: str) -> str:
     return html[html.rindex("<input", 0, start) : html.index(">", start) + 1]
 
 
-def test_the_checkbox_follows_the_operations_default(clerk, ledger, alice_client, event, monkeypatch):
+def test_the_checkbox_follows_the_operations_default(clerk, ledger, make_user, event, monkeypatch):
     client = Client()
     client.force_login(clerk)
     assert "checked" not in checkbox(client.get(MARK_START, {"ledger_id": ledger.pk}).content.decode())
     # The demo's reissue declares itself long: ticked on its event page and its confirmation page.
-    assert "checked" in checkbox(alice_client.get(f"/events/{event.pk}/").content.decode())
-    assert "checked" in checkbox(alice_client.get(REISSUE_START, {"event_id": event.pk}).content.decode())
+    organiser = Client()
+    organiser.force_login(make_user("olga", email="olga@example.com"))
+    assert "checked" in checkbox(organiser.get(f"/events/{event.pk}/").content.decode())
+    assert "checked" in checkbox(organiser.get(REISSUE_START, {"event_id": event.pk}).content.decode())
     monkeypatch.setattr(MarkRecords, "notify_by_default", True)
     assert "checked" in checkbox(client.get(MARK_START, {"ledger_id": ledger.pk}).content.decode())
+
+
+def test_someone_without_an_email_address_is_not_offered_the_email(alice_client, event):
+    assert 'name="_notify"' not in alice_client.get(f"/events/{event.pk}/").content.decode()
 
 
 def test_the_confirmation_page_carries_the_choice_on(client, clerk, ledger):
