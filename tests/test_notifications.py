@@ -198,3 +198,10 @@ def test_a_retry_asks_for_the_email_when_the_batch_it_retries_did(clerk, ledger,
     assert first.failed_count
     retry = retry_failed(first.pk, user=clerk).batch
     assert retry.notify is True
+
+
+def test_the_terminal_client_asks_with_notify(clerk, ledger):
+    from django.core.management import call_command
+
+    call_command("batches", "start", "mark_records", f"ledger_id={ledger.pk}", "--user", "clara", "--notify")
+    assert Batch.objects.get().notify is True
