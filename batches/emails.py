@@ -47,8 +47,17 @@ def batch_url(batch: Batch) -> str | None:
 
 def download_url(batch: Batch) -> str | None:
     """The link to the file the batch produced, when it produced one. Exports (issue 20, item 2)
-    give a batch a result file; until that lands here, no batch has one."""
+    give a batch a result file; until that lands here, no batch has one. (With it: the absolute
+    download URL of `results.export_file(batch)` when there is one and it has not expired.)"""
     return None
+
+
+def ready(batch: Batch) -> bool:
+    """Whether the email can go now. An export's file is assembled after its batch has finished,
+    by a message of its own: its email waits for the file (outbox.WAIT_FOR_FILE at most), so that
+    it carries the download link. (With exports: False while `results.makes_a_file(batch)` and
+    `results.export_file(batch)` is None.)"""
+    return True
 
 
 def message_id(batch: Batch) -> str:

@@ -205,3 +205,15 @@ def test_the_terminal_client_asks_with_notify(clerk, ledger):
 
     call_command("batches", "start", "mark_records", f"ledger_id={ledger.pk}", "--user", "clara", "--notify")
     assert Batch.objects.get().notify is True
+
+
+def test_an_email_that_is_not_ready_waits_without_counting_an_attempt(clerk, ledger, quick_records, monkeypatch):
+    from batches import emails
+
+    batch = start_batch(operation="mark_records", data={"ledger_id": ledger.pk}, user=clerk, notify=True).batch
+    run_to_end(batch)
+    monkeypatch.setattr(emails, "ready", lambda batch: False)  # an export whose file is being assembled
+    assert outbox.send_due() == 0
+    row = Notification.objects.get(batch=batch)
+    assert (row.attempts, row.sent_at) == (0, None)
+    assert outbox.send_due(now=row.created_at + outbox.WAIT_FOR_FILE) == 1, "not forever"

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 # A failed send waits this long, doubled each time, up to an hour.
 FIRST_RETRY = timedelta(seconds=30)
 LONGEST_RETRY = timedelta(hours=1)
+# An email that is not ready (an export's file still being assembled: emails.ready) is looked at
+# again this often, and sent without waiting any longer after WAIT_FOR_FILE.
+READY_AGAIN = timedelta(seconds=2)
+WAIT_FOR_FILE = timedelta(minutes=10)
 
 
 def owe(batch_id: int, now: datetime) -> None:
@@ -63,6 +67,10 @@ def send_due(now: datetime | None = None, most: int = 50) -> int:
             if row is None:
                 break
             batch = Batch.objects.select_related("created_by", "cancelled_by").get(pk=row.batch_id)
+            if not emails.ready(batch) and moment < row.created_at + WAIT_FOR_FILE:
+                row.next_attempt_at = moment + READY_AGAIN
+                row.save(update_fields=["next_attempt_at"])
+                continue
             row.attempts += 1
             try:
                 emails.batch_ended(batch, row.recipient).send()
