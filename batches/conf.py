@@ -189,6 +189,15 @@ class BatchesSettings:
         "dotted path to a callable(request) -> the client's address, for proxies the site trusts (empty: REMOTE_ADDR)",
         _text,
     )
+    # --- Notifications ---
+    SITE_URL = Setting(
+        "",
+        "the site's address for the links in emails, e.g. https://batches.example.com (empty: each start's request's)",
+        _text,
+    )
+    NOTIFY_ATTEMPTS = Setting(
+        8, "sends of a batch's email before it is given up (each failure waits twice as long)", _positive_count
+    )
     # --- Operating it ---
     METRICS_ALLOWED_ADDRESSES = Setting(
         ["127.0.0.1", "::1"], "addresses or networks that may read /metrics and /readyz's details", _networks

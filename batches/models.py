@@ -74,6 +74,14 @@ class Batch(models.Model):
     paused_seconds = models.FloatField(
         default=0.0, help_text="Time it stood still for want of a worker: not counted in its rate."
     )
+    notify = models.BooleanField(
+        default=False, help_text="Email the person who started it when it ends (batches/engine/outbox.py)."
+    )
+    site_url = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The site's address as the start's request gave it: the base of the links its email carries.",
+    )
     planning_worker = models.BigIntegerField(
         null=True,
         blank=True,
@@ -117,6 +125,27 @@ class Batch(models.Model):
     @property
     def processed(self) -> int:
         return self.done_count + self.failed_count + self.skipped_count
+
+
+class Notification(models.Model):
+    """The email a batch's end owes the person who started it: written in the transaction that ends
+    the batch (so an end without its row cannot commit), sent and marked by a worker."""
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="notification")
+    recipient = models.CharField(max_length=254)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField(help_text="Not sent before then (a failed send waits longer each time).")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(sent_at__isnull=True), name="unsent_notification")
+        ]
+
+    def __str__(self) -> str:
+        return f"email to {self.recipient} for batch #{self.batch_id}"
 
 
 class Chunk(models.Model):

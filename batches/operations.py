@@ -105,6 +105,9 @@ class Operation:
     max_parallel: ClassVar[int] = 4
     # Fail the whole batch early once more items than this have failed (None: never).
     max_failures: ClassVar[int | None] = None
+    # Long runs: the start form's "Email me when it ends" is ticked by default, as is a start by
+    # the API that does not say.
+    notify_by_default: ClassVar[bool] = False
     # The params' shape. The base takes none: subclass it (`class Params(Operation.Params)`).
     Params: ClassVar[type[Params]] = Params
     # What its items are called, for people: "939 of 2,000 tickets", "1 failed ticket". Without an

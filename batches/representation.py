@@ -45,6 +45,7 @@ def batch_body(batch: Batch) -> dict[str, Any]:
         "created_by": batch.created_by.get_username() if batch.created_by else None,
         "cancelled_by": batch.cancelled_by.get_username() if batch.cancelled_by else None,
         "retry_of": batch.retry_of_id,
+        "notify": batch.notify,
         "created_at": batch.created_at,
         "started_at": batch.started_at,
         "heartbeat_at": batch.heartbeat_at,

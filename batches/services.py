@@ -61,8 +61,20 @@ _MINUTE = timedelta(minutes=1)
 _UNKNOWN_END_SECONDS = 30
 
 
-def start_batch(*, operation: str, data: Mapping[str, Any], user: User, from_form: bool = False) -> StartResult:
+def start_batch(
+    *,
+    operation: str,
+    data: Mapping[str, Any],
+    user: User,
+    from_form: bool = False,
+    notify: bool | None = None,
+    site_url: str = "",
+) -> StartResult:
     """Start `operation` for the scope `data` names, or return the batch already active there.
+
+    `notify`: email the user when the batch ends (None: as the operation's `notify_by_default`
+    says); `site_url`: the site's address as the request gave it, for the email's links. Both are
+    the new batch's: joining a running batch changes neither.
 
     `data` is checked in this order: its shape (the operation's Params; `from_form`: the values
     are a form's strings), the user's right, then the operation's own checks, so that a user
@@ -75,11 +87,15 @@ def start_batch(*, operation: str, data: Mapping[str, Any], user: User, from_for
     if not op.may_act(user, params):
         raise PermissionDenied
     params = op.clean_params(params)
-    return _guarded_start(op, params, user, retry_of=None)
+    wants_email = op.notify_by_default if notify is None else notify
+    return _guarded_start(op, params, user, retry_of=None, notify=wants_email, site_url=site_url)
 
 
-def retry_failed(batch_id: int, *, user: User) -> StartResult:
+def retry_failed(batch_id: int, *, user: User, notify: bool | None = None, site_url: str = "") -> StartResult:
     """Start a batch over only the failed items of a finished one, under the same guard.
+
+    `notify` and `site_url` as for start_batch; a retry asks for the email when the batch it
+    retries did (None), and links to the site the retry was asked from, else the original's.
 
     Raises Batch.DoesNotExist (not there or not the user's to see), and ValidationError with a
     message for people and a code for programs: batch_active, no_failed_items,
@@ -115,21 +131,32 @@ def retry_failed(batch_id: int, *, user: User) -> StartResult:
         params = op.clean_params(params)
     except ValidationError as exc:
         raise ValidationError(f"Cannot retry. {_describe(exc)}", code="params_invalid") from None
-    return _guarded_start(op, params, user, retry_of=original)
+    wants_email = original.notify if notify is None else notify
+    return _guarded_start(
+        op, params, user, retry_of=original, notify=wants_email, site_url=site_url or original.site_url
+    )
 
 
 def _describe(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-def _guarded_start(op: Operation, params: dict[str, Any], user: User, retry_of: Batch | None) -> StartResult:
+def _guarded_start(
+    op: Operation,
+    params: dict[str, Any],
+    user: User,
+    retry_of: Batch | None,
+    *,
+    notify: bool = False,
+    site_url: str = "",
+) -> StartResult:
     scope_key = op.scope(params)
     races = conflicts = 0
     # Inside a caller's transaction a retry would run under the locks that caused the conflict.
     outer_transaction = connection.in_atomic_block
     while True:
         try:
-            return _start_or_join(op, scope_key, params, user, retry_of)
+            return _start_or_join(op, scope_key, params, user, retry_of, notify=notify, site_url=site_url)
         except IntegrityError:
             # Another start inserted between our look and our insert; the partial unique
             # constraint refused ours. Look again: we will find theirs.
@@ -153,7 +180,14 @@ def _sqlstate(exc: OperationalError) -> str | None:
 
 
 def _start_or_join(
-    op: Operation, scope_key: str, params: dict[str, Any], user: User, retry_of: Batch | None
+    op: Operation,
+    scope_key: str,
+    params: dict[str, Any],
+    user: User,
+    retry_of: Batch | None,
+    *,
+    notify: bool,
+    site_url: str,
 ) -> StartResult:
     with transaction.atomic():
         if user.is_authenticated:
@@ -182,7 +216,8 @@ def _start_or_join(
             return StartResult(active, created=False)
         if user.is_authenticated:
             _check_limits(user, timezone.now())
-        batch = state.create(op, scope_key, params, user if user.is_authenticated else None, retry_of)
+        starter = user if user.is_authenticated else None
+        batch = state.create(op, scope_key, params, starter, retry_of, notify=notify, site_url=site_url)
         return StartResult(batch, created=True)
 
 

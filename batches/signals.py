@@ -25,7 +25,9 @@ started; one with nothing to do is started and finished at once.
 Each is sent once, after the transaction that made the change commits (a rolled-back change sends
 nothing), in the process that made the change: the web process for a start or a cancel, a worker
 for most of the rest. A worker killed between that commit and the send loses the signal: it is a hook, not
-a delivery guarantee; the batches table stays the truth. A receiver runs in the engine's thread, so
+a delivery guarantee; the batches table stays the truth. That is why the email a batch's starter asks
+for is not sent from batch_finished and its kin but from an outbox row the end writes in its own
+transaction (batches/engine/outbox.py): exactly once. A receiver runs in the engine's thread, so
 keep it short (hand slow work to a task of its own). One that raises is logged by Django (the
 `django.dispatch` logger, with its traceback), the other receivers still run and the batch goes on.
 """

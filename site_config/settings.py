@@ -333,8 +333,33 @@ for _name in (
     "BATCHES_PROGRESS_LOG_SECONDS",
 ):
     env_setting(_name, float)
-for _name in ("BATCHES_MAX_RECOVERIES", "BATCHES_MAX_ACTIVE_PER_USER", "BATCHES_STARTS_PER_MINUTE"):
+for _name in (
+    "BATCHES_MAX_RECOVERIES",
+    "BATCHES_MAX_ACTIVE_PER_USER",
+    "BATCHES_STARTS_PER_MINUTE",
+    "BATCHES_NOTIFY_ATTEMPTS",
+):
     env_setting(_name, int)
+env_setting("BATCHES_SITE_URL", str)
+
+# --- Email (README, Notifications) ------------------------------------------------------------
+# The emails batches send when they end go through Django's email backend: with EMAIL_HOST set, the
+# SMTP server there (EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS or EMAIL_USE_SSL);
+# without, the console (the worker's log), so `make run` shows them and sends nothing.
+# EMAIL_BACKEND names any other backend.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "").strip() or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if os.environ.get("EMAIL_HOST", "").strip()
+    else "django.core.mail.backends.console.EmailBackend"
+)
+env_setting("EMAIL_HOST", str)
+env_setting("EMAIL_PORT", int)
+env_setting("EMAIL_HOST_USER", str)
+env_setting("EMAIL_HOST_PASSWORD", str)
+env_setting("EMAIL_USE_TLS", lambda value: env_bool("EMAIL_USE_TLS"))
+env_setting("EMAIL_USE_SSL", lambda value: env_bool("EMAIL_USE_SSL"))
+env_setting("DEFAULT_FROM_EMAIL", str)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds: a mail server that hangs holds an outbox row no longer
 
 # --- The JSON API ---------------------------------------------------------------------------
 env_setting("API_MAX_BODY_BYTES", int, "BATCHES_API_MAX_BODY_BYTES")

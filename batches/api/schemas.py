@@ -16,6 +16,14 @@ class StartIn(Schema):
         default_factory=dict,
         description="The operation's parameters, checked strictly against its params_schema (GET /api/operations).",
     )
+    notify: bool | None = Field(
+        None,
+        description=(
+            "Email you when the batch ends (its outcome, figures, link and failures). Omitted or null: as the "
+            "operation's notify_by_default (GET /api/operations). Applies to a new batch only: joining a "
+            "running one changes nothing."
+        ),
+    )
 
 
 class BatchLinks(Schema):
@@ -74,6 +82,7 @@ class BatchOut(Schema):
     created_by: str | None
     cancelled_by: str | None
     retry_of: int | None
+    notify: bool = Field(..., description="Whoever started it is emailed when it ends.")
     created_at: datetime
     started_at: datetime | None
     heartbeat_at: datetime | None
@@ -124,6 +133,7 @@ class OperationOut(Schema):
     name: str
     label: str
     params_schema: dict[str, Any] = Field(..., description="JSON Schema of the operation's params.")
+    notify_by_default: bool = Field(..., description="A start that does not say asks for the email when it ends.")
     chunk_size: int
     item_time_limit: float
     max_failures: int | None

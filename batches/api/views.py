@@ -125,7 +125,13 @@ def create_batch(
 ):
     def produce() -> Status:
         try:
-            result = start_batch(operation=payload.operation, data=payload.params, user=request.auth)
+            result = start_batch(
+                operation=payload.operation,
+                data=payload.params,
+                user=request.auth,
+                notify=payload.notify,
+                site_url=request.build_absolute_uri("/"),
+            )
         except UnknownOperation as exc:
             known = sorted(op.name for op in all_operations())
             raise ApiError(400, "unknown_operation", str(exc), known_operations=known) from None
@@ -137,7 +143,16 @@ def create_batch(
             raise not_found("scope") from None
         return _accepted_or_conflict(result, response)
 
-    return _idempotent(request, idempotency_key, payload.dict(), response, produce)
+    return _idempotent(request, idempotency_key, _start_fingerprinted(payload), response, produce)
+
+
+def _start_fingerprinted(payload: StartIn) -> dict[str, Any]:
+    """What an Idempotency-Key's request is told apart by: a `notify` left out is the body it was
+    before the field existed (and the same as null)."""
+    body = payload.dict()
+    if body.get("notify") is None:
+        body.pop("notify", None)
+    return body
 
 
 def _fields(exc: ValidationError) -> dict[str, list[str]]:
@@ -217,7 +232,7 @@ def retry_failed_items(
 ):
     def produce() -> Status:
         try:
-            result = retry_failed(batch_id, user=request.auth)
+            result = retry_failed(batch_id, user=request.auth, site_url=request.build_absolute_uri("/"))
         except Batch.DoesNotExist:
             raise not_found("batch") from None
         except StartLimitReached as exc:
@@ -317,6 +332,7 @@ def operations(request: HttpRequest):
             "chunk_size": op.chunk_size,
             "item_time_limit": op.item_time_limit,
             "max_failures": op.max_failures,
+            "notify_by_default": op.notify_by_default,
         }
         for op in all_operations()
     ]

@@ -27,7 +27,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def _engine_side() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
-    """runner, recovery, workers and idempotency, imported on first use. Not at the top: this
+    """runner, recovery, workers and idempotency (outbox: `_outbox`), imported on first use. Not at the top: this
     module is imported while Django loads its apps (django_dramatiq builds the broker and its
     middleware then), before any model can be imported."""
     from batches import idempotency
@@ -40,8 +40,8 @@ def _engine_side() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
 class WorkerLifecycle(Middleware):
     """The worker process in the registry (its heartbeat, from a thread of its own that does nothing
     else); the sweeps for dead workers, runners that are not running, stale batches and expired
-    idempotency keys, from another; on shutdown, running chunks hand over at their next checkpoint
-    and the worker leaves the registry."""
+    idempotency keys, from another; the emails of ended batches, from a third; on shutdown, running
+    chunks hand over at their next checkpoint and the worker leaves the registry."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -66,6 +66,7 @@ class WorkerLifecycle(Middleware):
         self._stop.clear()
         threading.Thread(target=self._heartbeat, name="batches-heartbeat", daemon=True).start()
         threading.Thread(target=self._sweep_periodically, name="batches-recovery-sweep", daemon=True).start()
+        threading.Thread(target=self._send_emails, name="batches-outbox", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         runner, _, _, _ = _engine_side()
@@ -92,6 +93,21 @@ class WorkerLifecycle(Middleware):
             if self._stop.wait(max(0.0, every - (time.monotonic() - started))):
                 break
         connections.close_all()
+
+    def _send_emails(self) -> None:
+        """Every heartbeat interval, the emails ended batches owe (batches/engine/outbox.py). A thread
+        of its own: a mail server that does not answer delays no sweep and no heartbeat."""
+        from . import outbox
+
+        while True:
+            try:
+                outbox.send_due()
+            except Exception:
+                logger.exception("Sending the batches' emails failed; it will try again.")
+                connections.close_all()
+            if self._stop.wait(batches_settings.WORKER_HEARTBEAT_SECONDS):
+                connections.close_all()
+                return
 
     def _sweep_periodically(self) -> None:
         """Every heartbeat interval, dead workers (workers.sweep_dead) and runners that are not running

@@ -26,7 +26,7 @@ from batches.conf import batches_settings
 from batches.models import ACTIVE_STATUSES, Batch, BatchStatus, Checkpoint, Chunk, ExportPart, ItemFailure, Worker
 from batches.operations import Export, Operation, UnknownOperation, get_operation
 
-from . import dispatch, events, waits
+from . import dispatch, events, outbox, waits
 from .done_keys import DoneKeys
 from .items import batch_items
 
@@ -47,6 +47,9 @@ def create(
     params: Mapping[str, Any],
     user: AbstractBaseUser | None,
     retry_of: Batch | None,
+    *,
+    notify: bool = False,
+    site_url: str = "",
 ) -> Batch:
     """Insert a queued batch and, once that commits, ask a worker to plan it."""
     fairness_key, weight = op.fairness(params, user)
@@ -61,6 +64,8 @@ def create(
         fairness_weight=weight,
         max_parallel=op.max_parallel,
         lease_expires_at=timezone.now() + lease_for(op),
+        notify=notify,
+        site_url=site_url[:255],
     )
     transaction.on_commit(lambda: dispatch.plan(batch.pk), robust=True)
     events.emit("created", batch.pk)
@@ -145,6 +150,7 @@ def _snapshot_chunks(batch: Batch, op: Operation) -> None:
     events.emit("planned", batch.pk, chunks=len(chunks))
     signals.send_on_commit(signals.batch_started, batch.pk)
     if not chunks:
+        outbox.owe(batch.pk, now)
         events.emit("finished", batch.pk)
         signals.send_on_commit(signals.batch_finished, batch.pk)
         _file_follows(batch.pk, op)
@@ -440,6 +446,7 @@ def _close_if_complete(batch_id: int, now: datetime) -> bool:
         status=BatchStatus.FINISHED, finished_at=now
     )
     if closed:
+        outbox.owe(batch_id, now)
         logger.info("Batch %s finished.", batch_id)
         events.emit("finished", batch_id)
         signals.send_on_commit(signals.batch_finished, batch_id)
@@ -467,7 +474,10 @@ def end(
         changes["error"] = error
     if cancelled_by is not None:
         changes["cancelled_by"] = cancelled_by
-    ended = Batch.objects.filter(pk=batch_id, status__in=ACTIVE_STATUSES).update(**changes)
+    with transaction.atomic():  # the end and the email it owes commit together
+        ended = Batch.objects.filter(pk=batch_id, status__in=ACTIVE_STATUSES).update(**changes)
+        if ended:
+            outbox.owe(batch_id, changes["finished_at"])
     if ended:
         _free_claims(batch_id)
         logger.info("Batch %s ended as %s. %s", batch_id, status, error)

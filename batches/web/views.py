@@ -16,6 +16,7 @@ from django.http import (
     HttpResponse,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
+    QueryDict,
 )
 from django.shortcuts import render
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
@@ -149,10 +150,17 @@ def start(request: HttpRequest, operation: str) -> HttpResponse:
         return _start_confirmation(request, operation)
     if request.method != "POST":
         return HttpResponseNotAllowed(["GET", "POST"])
-    posted = {name: value for name, value in request.POST.items() if name != "csrfmiddlewaretoken"}
+    posted = _params_posted(request.POST)
     try:
         op = get_operation(operation)
-        result = start_batch(operation=operation, data=posted, user=request.user, from_form=True)
+        result = start_batch(
+            operation=operation,
+            data=posted,
+            user=request.user,
+            from_form=True,
+            notify=notify_choice(request.POST),
+            site_url=request.build_absolute_uri("/"),
+        )
     except (UnknownOperation, PermissionDenied):
         raise Http404 from None
     except ValidationError as exc:
@@ -168,13 +176,32 @@ def start(request: HttpRequest, operation: str) -> HttpResponse:
     return _answer_with_batch(request, result.batch, start_notice(result), status=202 if result.created else 200)
 
 
+# The start form's "Email me when it ends" checkbox, and a field saying the form offered it (an
+# unticked checkbox sends nothing; a form without it, e.g. a host's own, gets the operation's
+# default). Their leading underscore keeps them apart from params: a Params field cannot have one.
+NOTIFY_FIELD = "_notify"
+NOTIFY_OFFERED_FIELD = "_notify_offered"
+_NOT_PARAMS = {"csrfmiddlewaretoken", NOTIFY_FIELD, NOTIFY_OFFERED_FIELD}
+
+
+def _params_posted(data: QueryDict) -> dict[str, str]:
+    return {name: value for name, value in data.items() if name not in _NOT_PARAMS}
+
+
+def notify_choice(data: QueryDict) -> bool | None:
+    """The form's choice: True (ticked), False (offered, not ticked), None (not offered)."""
+    if NOTIFY_FIELD in data:
+        return True
+    return False if NOTIFY_OFFERED_FIELD in data else None
+
+
 def _start_confirmation(request: HttpRequest, operation: str) -> HttpResponse:
     try:
         op = get_operation(operation)
     except UnknownOperation:
         raise Http404 from None
     try:
-        params = op.parse_params(request.GET, from_form=True)
+        params = op.parse_params(_params_posted(request.GET), from_form=True)
     except ValidationError as exc:
         message = _describe(exc)
         return problems.answer(request, problems.Problem("refused", 400, "Could not start", message, message))
@@ -185,6 +212,7 @@ def _start_confirmation(request: HttpRequest, operation: str) -> HttpResponse:
         "params": params,
         "question": op.confirmation(params) or f"{op.label}: {op.scope_label(params)}?",
         "back_url": op.scope_url(params) or "/",
+        "notify": notify_choice(request.GET),
     }
     return render(request, "batches/start_confirm.html", context)
 
@@ -211,7 +239,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def retry(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        result = retry_failed(pk, user=request.user)
+        result = retry_failed(pk, user=request.user, site_url=request.build_absolute_uri("/"))
     except Batch.DoesNotExist:
         raise Http404("No such batch.") from None
     except ValidationError as exc:

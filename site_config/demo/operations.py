@@ -36,6 +36,7 @@ class ReissueTickets(Operation):
     item_name = "ticket"
     expected_errors = (SeatCannotBeReissued,)
     item_time_limit = settings.DEMO_ITEM_TIME_LIMIT
+    notify_by_default = True  # minutes at 50 ms a ticket: worth being told
 
     class Params(Operation.Params):
         event_id: ObjectId = Field(description="The event whose tickets to reissue.")

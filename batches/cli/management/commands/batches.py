@@ -1,6 +1,6 @@
 """`manage.py batches ...`: batches from a terminal or a cron job, and the operator's tools.
 
-    start OPERATION key=value ... --user USERNAME [--follow] [--json]   start (or join) a batch
+    start OPERATION key=value ... --user USERNAME [--notify] [--follow] [--json]   start (or join) a batch
     follow ID [--user USERNAME] [--json]                                follow it to its end
     list [--active] [--user USERNAME] [--json]                          the latest batches
     cancel ID --user USERNAME [--json]                                  cancel it
@@ -65,6 +65,12 @@ class Command(BaseCommand):
         start.add_argument("operation")
         start.add_argument("params", nargs="*", metavar="key=value")
         start.add_argument("--user", required=True, help="Who starts it: their rights and limits apply.")
+        start.add_argument(
+            "--notify",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Email them when it ends (default: as the operation says; the link needs BATCHES_SITE_URL).",
+        )
         self._follow_options(start)
         start.add_argument("--follow", action="store_true", help="Follow it to its end.")
 
@@ -110,7 +116,9 @@ class Command(BaseCommand):
 
     # --- batches ------------------------------------------------------------------------------
 
-    def _start(self, *, operation: str, params: list[str], user: str, follow: bool, **options: Any) -> None:
+    def _start(
+        self, *, operation: str, params: list[str], user: str, follow: bool, notify: bool | None, **options: Any
+    ) -> None:
         starter = self._user(user)
         data = self._params(params)
         try:
@@ -120,7 +128,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(f"Bad parameters: {' '.join(exc.messages)}", returncode=BAD_USAGE) from None
         try:
-            result = start_batch(operation=operation, data=data, user=starter, from_form=True)
+            result = start_batch(operation=operation, data=data, user=starter, from_form=True, notify=notify)
         except PermissionDenied:
             raise CommandError(f"{user} may not run {operation} on that scope.", returncode=REFUSED) from None
         except StartLimitReached as exc:

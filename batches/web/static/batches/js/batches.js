@@ -17,11 +17,73 @@ if (window.htmx) window.htmx.config.includeIndicatorStyles = false;
 function isPoll(element) {
   return !!(element && element.matches && element.matches("[hx-trigger^='every ']"));
 }
+// With browser notifications on (below), a hidden tab still polls, every HIDDEN_POLL_MS at most,
+// so that it learns a batch has ended and can say so.
+var HIDDEN_POLL_MS = 5000;
+var hiddenPolledAt = new WeakMap();
 document.addEventListener("htmx:confirm", function (event) {
   var source = event.target;
   if (!isPoll(source)) return;
   var backoff = pollBackoff.get(source);
-  if (document.hidden || (backoff && Date.now() < backoff.retryAt)) event.preventDefault();
+  if (backoff && Date.now() < backoff.retryAt) return event.preventDefault();
+  if (!document.hidden) return;
+  if (!browserNotifying() || Date.now() - (hiddenPolledAt.get(source) || 0) < HIDDEN_POLL_MS) return event.preventDefault();
+  hiddenPolledAt.set(source, Date.now());
+});
+
+// Browser notifications (progressive enhancement): where the browser has the Notification API, the
+// panel's "Notify me in this browser" button appears; once the person says yes (the browser asks
+// for its permission), a batch that ends while this tab is in the background is told by a system
+// notification. The choice is this browser's (localStorage), for every panel of the site.
+var NOTIFY_KEY = "batches.browser-notify";
+function notificationsAvailable() {
+  return "Notification" in window && window.Notification.permission !== "denied";
+}
+function browserNotifying() {
+  try {
+    return notificationsAvailable() && window.Notification.permission === "granted" && localStorage.getItem(NOTIFY_KEY) === "on";
+  } catch (error) {
+    return false;  // storage refused
+  }
+}
+function showNotifyButtons(root) {
+  var holders = (root || document).querySelectorAll("[data-browser-notify]");
+  for (var i = 0; i < holders.length; i++) {
+    var holder = holders[i];
+    holder.hidden = !notificationsAvailable();
+    var button = holder.querySelector("button");
+    var on = browserNotifying();
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    button.textContent = on ? "Browser notifications on (turn off)" : "Notify me in this browser";
+  }
+}
+document.addEventListener("DOMContentLoaded", function () { showNotifyButtons(document); });
+document.addEventListener("htmx:load", function (event) { showNotifyButtons(event.target); });
+document.addEventListener("click", function (event) {
+  var button = event.target.closest && event.target.closest("[data-browser-notify] button");
+  if (!button) return;
+  if (browserNotifying()) {
+    localStorage.setItem(NOTIFY_KEY, "off");
+    showNotifyButtons(document);
+    return;
+  }
+  var asked = window.Notification.requestPermission();
+  Promise.resolve(asked).then(function (permission) {
+    if (permission === "granted") localStorage.setItem(NOTIFY_KEY, "on");
+    showNotifyButtons(document);
+  });
+});
+var ENDED_AS = { finished: "finished", failed: "failed", cancelled: "was cancelled" };
+document.addEventListener("batch-ended", function (event) {
+  var detail = event.detail || {};
+  if (!document.hidden || !browserNotifying() || !detail.batch) return;
+  var panel = event.target.closest && event.target.closest(".batch-panel");
+  var label = (panel && panel.getAttribute("aria-label")) || "Batch";
+  var note = new window.Notification(label + " " + (ENDED_AS[detail.status] || "ended"), {
+    body: "Batch #" + detail.batch + " " + (ENDED_AS[detail.status] || "ended") + ".",
+    tag: "batch-" + detail.batch,  // one per batch, however many tabs show it
+  });
+  note.onclick = function () { window.focus(); note.close(); };
 });
 
 // Times: the server writes them all (batches/formats.py), in the zone this cookie names, so that a
