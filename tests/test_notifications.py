@@ -2,13 +2,15 @@
 the outbox sends (once), and what a batch that did not ask for one gets (nothing)."""
 
 import json
+from unittest import mock
 
 import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
 from django.test import Client
+from django.utils import timezone
 
-from batches.engine import outbox
+from batches.engine import exports, outbox
 from batches.models import Batch, BatchStatus, Notification
 from batches.services import cancel_batch, start_batch
 from batches.testing import run_batch, run_to_end
@@ -217,3 +219,23 @@ def test_an_email_that_is_not_ready_waits_without_counting_an_attempt(clerk, led
     row = Notification.objects.get(batch=batch)
     assert (row.attempts, row.sent_at) == (0, None)
     assert outbox.send_due(now=row.created_at + outbox.WAIT_FOR_FILE) == 1, "not forever"
+
+
+def test_an_exports_email_waits_for_its_file_and_links_to_it(make_event, make_user, settings, tmp_path):
+    settings.BATCHES_SITE_URL = "https://batches.example.com"
+    settings.MEDIA_ROOT = str(tmp_path)
+    owner = make_user("erin", email="erin@example.com")
+    event = make_event(tickets=30, name="Gala")
+    batch = start_batch(
+        operation="export_tickets", data={"event_id": event.pk, "format": "csv"}, user=owner, notify=True
+    ).batch
+    assembled = exports.assemble
+    with mock.patch.object(exports, "assemble", lambda *args, **kwargs: False):
+        batch = run_to_end(batch)
+    assert batch.status == BatchStatus.FINISHED
+    assert outbox.send_due() == 0, "the email waits for the file"
+
+    assert assembled(batch.pk)
+    assert outbox.send_due(now=timezone.now() + outbox.READY_AGAIN) == 1
+    (email,) = emails_for(batch)
+    assert f"Download the file: https://batches.example.com/batches/{batch.pk}/download/" in email.body
