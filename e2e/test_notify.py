@@ -10,6 +10,8 @@ from .conftest import log_in, screenshot, start_run
 
 TICKETS = 120
 ITEM_DELAY_MS = "20"
+# The event page has two panels (reissue and export): the tests act on the reissue one.
+REISSUE_PANEL = "#panel-reissue_tickets"
 
 # Records each notification the page makes (the real one is made too): headless Chromium shows none.
 RECORD_NOTIFICATIONS = """
@@ -41,12 +43,14 @@ def test_the_email_checkbox_is_ticked_for_a_long_operation_and_its_choice_is_kep
     page = browser.new_context().new_page()
     log_in(page, scenario["base"], "alice")
     page.goto(scenario["event_url"])
-    checkbox = page.get_by_label("Email me when it ends")
+    checkbox = page.locator(REISSUE_PANEL).get_by_label("Email me when it ends")
     expect(checkbox).to_be_checked()  # the demo's reissue declares itself long
 
     checkbox.uncheck()
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"], .batch-panel[data-status="finished"]')).to_be_visible()
+    expect(
+        page.locator(f'{REISSUE_PANEL}[data-status="running"], {REISSUE_PANEL}[data-status="finished"]')
+    ).to_be_visible()
     assert Batch.objects.get().notify is False
 
 
@@ -59,17 +63,17 @@ def test_a_batch_ending_in_a_background_tab_is_told_by_a_browser_notification(br
     log_in(page, scenario["base"], "alice")
     page.goto(scenario["event_url"])
 
-    opt_in = page.get_by_role("button", name="Notify me in this browser")
+    opt_in = page.locator(REISSUE_PANEL).get_by_role("button", name="Notify me in this browser")
     expect(opt_in).to_be_visible()  # hidden without the Notification API: progressive enhancement
     opt_in.click()
-    expect(page.get_by_role("button", name="Browser notifications on (turn off)")).to_have_attribute(
-        "aria-pressed", "true"
-    )
+    expect(
+        page.locator(REISSUE_PANEL).get_by_role("button", name="Browser notifications on (turn off)")
+    ).to_have_attribute("aria-pressed", "true")
 
-    expect(page.get_by_label("Email me when it ends")).to_be_checked()
+    expect(page.locator(REISSUE_PANEL).get_by_label("Email me when it ends")).to_be_checked()
     screenshot(page, "notifications.png")
     start_run(page)
-    expect(page.locator('.batch-panel[data-status="running"]')).to_be_visible()
+    expect(page.locator('#panel-reissue_tickets[data-status="running"]')).to_be_visible()
     background(page)
     page.wait_for_function("() => window.__notifications.length > 0", timeout=60_000)
     batch = Batch.objects.get()
