@@ -34,6 +34,8 @@ from django.db.models.lookups import Exact, IsNull
 from django.db.models.sql.where import AND, WhereNode
 
 from .conf import all_settings, batches_settings, unknown_settings
+from .engine.middleware import WorkerLifecycle
+from .models import Batch
 from .operations import Operation, all_operations
 
 TAG = "batches"
@@ -51,8 +53,6 @@ def check_dramatiq(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
                 id="batches.E001",
             )
         ]
-    from .engine.middleware import WorkerLifecycle
-
     broker = dramatiq.get_broker()
     if not any(isinstance(middleware, WorkerLifecycle) for middleware in broker.middleware):
         return [
@@ -68,8 +68,6 @@ def check_dramatiq(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
 
 def engine_connection() -> BaseDatabaseWrapper:
     """The connection the engine writes its batches with."""
-    from .models import Batch
-
     return connections[router.db_for_write(Batch)]
 
 

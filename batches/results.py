@@ -15,6 +15,7 @@ from django.http import FileResponse
 
 from .conf import batches_settings
 from .models import Batch, ExportFile
+from .operations import Export, UnknownOperation, get_operation
 
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -57,8 +58,6 @@ def files_of(batch_ids: list[int]) -> dict[int, ExportFile]:
 
 def makes_a_file(batch: Batch) -> bool:
     """Whether the batch's operation produces a file (an Export), installed or not any more."""
-    from .operations import Export, UnknownOperation, get_operation
-
     try:
         return isinstance(get_operation(batch.operation), Export)
     except UnknownOperation:
